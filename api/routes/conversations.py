@@ -1,0 +1,213 @@
+"""Operator endpoints on conversations: list, timeline, checkpoint history, resume."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from pydantic import ValidationError
+from sqlalchemy import select, text
+
+from api.deps import OperatorDep, SessionDep
+from api.schemas import (
+    CheckpointPublic,
+    ContactPublic,
+    ConversationPublic,
+    MessagePublic,
+    ResumeRequest,
+    ResumeResult,
+    TimelineEntry,
+)
+from traza.conversations import turns
+from traza.db.models import Contact, Conversation, Inbox, Message, TraceEvent
+from traza.runtime import conversation_graph, thread_config
+
+router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+
+def _public(conversation: Conversation, contact: Contact, inbox: Inbox) -> ConversationPublic:
+    return ConversationPublic(
+        id=conversation.id,
+        inbox_id=inbox.id,
+        phone_number_id=inbox.phone_number_id,
+        contact=ContactPublic.model_validate(contact),
+        status=conversation.status,
+        owner=conversation.owner,
+        owner_agent=conversation.owner_agent,
+        thread_id=conversation.thread_id,
+        last_inbound_at=conversation.last_inbound_at,
+        created_at=conversation.created_at,
+    )
+
+
+async def _get(session: SessionDep, conversation_id: int) -> Conversation:
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="conversation not found")
+    return conversation
+
+
+@router.get("", response_model=list[ConversationPublic])
+async def list_conversations(
+    session: SessionDep,
+    operator: OperatorDep,
+    wa_id: str | None = None,
+    status_: Annotated[Literal["open", "closed"] | None, Query(alias="status")] = None,
+    owner: Literal["bot", "human", "system"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ConversationPublic]:
+    """Conversations, newest activity first; filter by `wa_id`, `status`, `owner`."""
+    query = (
+        select(Conversation, Contact, Inbox)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .join(Inbox, Inbox.id == Conversation.inbox_id)
+    )
+    if wa_id:
+        query = query.where(Contact.wa_id == wa_id)
+    if status_:
+        query = query.where(Conversation.status == status_)
+    if owner:
+        query = query.where(Conversation.owner == owner)
+    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+    rows = (await session.execute(query.limit(limit).offset(offset))).all()
+    return [_public(c, contact, inbox) for c, contact, inbox in rows]
+
+
+@router.get("/{conversation_id}", response_model=ConversationPublic)
+async def get_conversation(
+    conversation_id: int, session: SessionDep, operator: OperatorDep
+) -> ConversationPublic:
+    """One conversation."""
+    conversation = await _get(session, conversation_id)
+    contact = await session.get_one(Contact, conversation.contact_id)
+    inbox = await session.get_one(Inbox, conversation.inbox_id)
+    return _public(conversation, contact, inbox)
+
+
+@router.get("/{conversation_id}/messages", response_model=list[MessagePublic])
+async def list_messages(
+    conversation_id: int, session: SessionDep, operator: OperatorDep
+) -> list[MessagePublic]:
+    """Every message in and out, in order."""
+    await _get(session, conversation_id)
+    rows = await session.execute(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+    )
+    return [MessagePublic.model_validate(m) for m in rows.scalars()]
+
+
+@router.get("/{conversation_id}/timeline", response_model=list[TimelineEntry])
+async def timeline(
+    conversation_id: int, session: SessionDep, operator: OperatorDep
+) -> list[TimelineEntry]:
+    """The trace in order: messages, decisions, verdicts, handoffs, owner changes, sends."""
+    conversation = await _get(session, conversation_id)
+    events = list(
+        (
+            await session.execute(
+                select(TraceEvent)
+                .where(TraceEvent.conversation_id == conversation_id)
+                .order_by(TraceEvent.id)
+            )
+        ).scalars()
+    )
+    message_ids = {e.message_id for e in events if e.message_id}
+    messages = {
+        m.id: MessagePublic.model_validate(m)
+        for m in (
+            await session.execute(select(Message).where(Message.id.in_(message_ids)))
+        ).scalars()
+    }
+    checkpoints = await _checkpoints_by_step(session, conversation.thread_id)
+    return [
+        TimelineEntry(
+            id=e.id,
+            at=e.at,
+            kind=e.kind,
+            actor=e.actor,
+            data=e.data,
+            duration_ms=e.duration_ms,
+            message=messages.get(e.message_id) if e.message_id else None,
+            thread_id=e.thread_id,
+            step=e.step,
+            checkpoint_id=checkpoints.get(e.step) if e.step is not None else None,
+        )
+        for e in events
+    ]
+
+
+async def _checkpoints_by_step(session: SessionDep, thread_id: str) -> dict[int, str]:
+    """Each step's checkpoint: the step's events are linked to what it produced."""
+    rows = await session.execute(
+        text(
+            "SELECT (metadata->>'step')::int AS step, checkpoint_id FROM checkpoints "
+            "WHERE thread_id = :t AND checkpoint_ns = '' AND metadata ? 'step'"
+        ),
+        {"t": thread_id},
+    )
+    return {row.step: row.checkpoint_id for row in rows}
+
+
+@router.get("/{conversation_id}/history", response_model=list[CheckpointPublic])
+async def history(
+    conversation_id: int,
+    session: SessionDep,
+    operator: OperatorDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CheckpointPublic]:
+    """The LangGraph checkpoint history of the conversation's thread, newest first."""
+    conversation = await _get(session, conversation_id)
+    graph = await conversation_graph()
+    out: list[CheckpointPublic] = []
+    async for snap in graph.aget_state_history(thread_config(conversation.thread_id), limit=limit):
+        configurable: dict[str, Any] = snap.config.get("configurable", {})
+        parent: dict[str, Any] = (snap.parent_config or {}).get("configurable", {})
+        out.append(
+            CheckpointPublic(
+                checkpoint_id=str(configurable.get("checkpoint_id")),
+                parent_checkpoint_id=parent.get("checkpoint_id"),
+                step=(snap.metadata or {}).get("step"),
+                source=(snap.metadata or {}).get("source"),
+                created_at=snap.created_at,
+                next=list(snap.next),
+                values=dict(snap.values),
+                interrupts=[{"id": i.id, "value": i.value} for i in snap.interrupts],
+            )
+        )
+    return out
+
+
+@router.post("/{conversation_id}/resume", response_model=ResumeResult)
+async def resume(
+    conversation_id: int,
+    operator: OperatorDep,
+    body: Annotated[dict[str, Any] | list[dict[str, Any]], Body()],
+) -> ResumeResult:
+    """Answer a conversation that waits for a human (agent-inbox `HumanResponse`).
+
+    `response` sends the agent's text; `edit` sends an edited draft; `accept` sends the
+    bot's draft; `ignore` sends nothing. `return_to_bot` / `resolve` hand it back.
+    """
+    if isinstance(body, list):
+        if len(body) != 1:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, detail="send exactly one response"
+            )
+        body = body[0]
+    try:
+        request = ResumeRequest.model_validate(body)
+    except ValidationError as exc:
+        detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail) from None
+    try:
+        result = await turns.resume(
+            conversation_id, response=request.as_response(), agent=operator.name
+        )
+    except turns.ConversationNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="conversation not found") from None
+    except turns.NotWaitingForHuman:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="conversation is not waiting for a human"
+        ) from None
+    return ResumeResult(conversation_id=conversation_id, **result)

@@ -1,0 +1,106 @@
+"""`/webhooks/whatsapp`: Meta's verification handshake and its signed event posts.
+
+The POST verifies the signature over the raw body, stores it with its messages and
+statuses in one transaction, queues the conversations' turns, and answers 200.
+No model call and no outbound HTTP happen here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import PlainTextResponse
+
+from api import metrics
+from api.deps import SettingsDep
+from traza.db.engine import get_engine
+from traza.ingest import signature
+from traza.ingest.payload import PayloadError, parse
+from traza.ingest.store import store_webhook
+from traza.jobs.tasks import schedule_turn
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+log = logging.getLogger(__name__)
+
+MAX_BODY = 3 * 1024 * 1024
+
+
+@router.get("/whatsapp", response_class=PlainTextResponse)
+async def verify(
+    settings: SettingsDep,
+    mode: Annotated[str | None, Query(alias="hub.mode")] = None,
+    token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
+    challenge: Annotated[str | None, Query(alias="hub.challenge")] = None,
+) -> PlainTextResponse:
+    """Meta's subscription check: echo `hub.challenge` when the verify token matches."""
+    expected = settings.whatsapp_verify_token
+    if (
+        mode == "subscribe"
+        and expected is not None
+        and token is not None
+        and challenge is not None
+        and hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
+    ):
+        return PlainTextResponse(challenge)
+    raise HTTPException(status.HTTP_403_FORBIDDEN, detail="verification failed")
+
+
+@router.post("/whatsapp")
+async def receive(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Store a signed webhook durably and acknowledge it."""
+    started = time.perf_counter()
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        metrics.WEBHOOK_REQUESTS.labels("too_large").inc()
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail="body over 3 MB")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        metrics.WEBHOOK_REQUESTS.labels("too_large").inc()
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail="body over 3 MB")
+    secret = settings.webhook_secret()
+    if secret is None:
+        metrics.WEBHOOK_REQUESTS.labels("no_secret").inc()
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="webhook refused: WHATSAPP_APP_SECRET is not set (or start with --dev)",
+        )
+    header = request.headers.get("x-hub-signature-256")
+    if not signature.is_valid(body, header, secret):
+        metrics.WEBHOOK_REQUESTS.labels("bad_signature").inc()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid X-Hub-Signature-256",
+        )
+    try:
+        parsed = parse(json.loads(body))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        metrics.WEBHOOK_REQUESTS.labels("malformed").inc()
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="body is not valid JSON") from None
+    except PayloadError as exc:
+        metrics.WEBHOOK_REQUESTS.labels("not_whatsapp").inc()
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a WhatsApp payload: {exc}"
+        ) from None
+    async with get_engine().begin() as conn:
+        result = await store_webhook(conn, body=body, signature=header, parsed=parsed)
+    for conversation_id in sorted(result.conversations_to_run):
+        try:
+            await schedule_turn(conversation_id)
+        except Exception:  # stored durably: the sweep job queues it within a minute
+            log.exception("could not queue conversation %s; the sweep will", conversation_id)
+    metrics.MESSAGES_IN.inc(result.new_messages)
+    metrics.DUPLICATES.inc(result.duplicate_messages)
+    metrics.STATUSES.inc(result.new_statuses)
+    metrics.WEBHOOK_REQUESTS.labels("stored").inc()
+    metrics.ACK_SECONDS.observe(time.perf_counter() - started)
+    return {
+        "event_id": result.event_id,
+        "messages": result.new_messages,
+        "duplicates": result.duplicate_messages,
+        "statuses": result.new_statuses,
+    }

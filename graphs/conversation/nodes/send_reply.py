@@ -1,0 +1,50 @@
+"""Queue the approved reply in the outbox; the sender job delivers it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graphs.conversation.context import Context
+from graphs.conversation.state import ConversationState
+from graphs.conversation.tracing import record_step
+from traza import trace
+from traza.conversations import repository as repo
+from traza.db.engine import session_scope
+from traza.jobs.tasks import schedule_delivery
+from traza.outbound.outbox import queue_message
+
+
+async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Outbox row and "turn consumed" in one transaction, keyed by the turn's last message.
+
+    A turn retried after a crash finds the key taken and queues nothing new.
+    """
+    started = time.perf_counter()
+    draft = state.get("draft") or {}
+    ids = [i["id"] for i in state.get("turn") or []]
+    actor = trace.bot(runtime.context.bot_name)
+    async with session_scope() as session:
+        message_id = await queue_message(
+            session,
+            conversation_id=state["conversation_id"],
+            key=f"reply:{state['conversation_id']}:{max(ids) if ids else 'none'}",
+            actor=actor,
+            kind="text",
+            text_body=str(draft.get("text") or ""),
+            content={"body": draft.get("text"), "source": draft.get("source")},
+        )
+        await repo.mark_processed(session, ids)
+        await record_step(
+            session,
+            conversation_id=state["conversation_id"],
+            kind="reply.sent_to_outbox",
+            actor=actor,
+            data={"message_id": message_id, "answers": ids},
+            started=started,
+            message_id=message_id,
+        )
+    await schedule_delivery(state["conversation_id"])
+    return {"turn": []}

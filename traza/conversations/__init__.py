@@ -1,0 +1,1 @@
+"""Conversation records: lookups, turns, handoffs and resumes (the service layer)."""

@@ -1,0 +1,135 @@
+"""Reads and small writes on conversations, messages and handoffs used across layers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from traza.db.models import Contact, Conversation, Handoff, Inbox, Message
+
+WINDOW = timedelta(hours=24)
+STUDIO_PHONE_NUMBER_ID = "studio"
+
+
+def in_service_window(last_inbound_at: datetime | None, now: datetime | None = None) -> bool:
+    """Whether WhatsApp's 24-hour customer service window is open."""
+    if last_inbound_at is None:
+        return False
+    return (now or datetime.now(UTC)) - last_inbound_at < WINDOW
+
+
+async def conversation_by_thread(session: AsyncSession, thread_id: str) -> Conversation | None:
+    """The conversation that owns a LangGraph thread."""
+    result = await session.execute(select(Conversation).where(Conversation.thread_id == thread_id))
+    return result.scalar_one_or_none()
+
+
+async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversation:
+    """A conversation for a thread started from LangGraph Studio (no WhatsApp contact).
+
+    It lives on a `studio` inbox with a contact named after the thread, so a flow
+    debugged in Studio leaves the same trace as a real one and sends through the
+    local outbox.
+    """
+    inbox_id: int = (
+        await session.execute(
+            text(
+                "INSERT INTO inboxes (phone_number_id, name) VALUES (:p, 'LangGraph Studio') "
+                "ON CONFLICT (phone_number_id) DO UPDATE SET name = inboxes.name RETURNING id"
+            ),
+            {"p": STUDIO_PHONE_NUMBER_ID},
+        )
+    ).scalar_one()
+    contact_id: int = (
+        await session.execute(
+            text(
+                "INSERT INTO contacts (bsuid, profile_name) VALUES (:b, 'Studio') "
+                "ON CONFLICT (bsuid) DO UPDATE SET bsuid = EXCLUDED.bsuid RETURNING id"
+            ),
+            {"b": f"studio-{thread_id}"},
+        )
+    ).scalar_one()
+    conversation = Conversation(
+        inbox_id=inbox_id, contact_id=contact_id, thread_id=thread_id, owner="bot", status="open"
+    )
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def new_thread_id() -> str:
+    """A fresh LangGraph thread id."""
+    return str(uuid.uuid4())
+
+
+async def contact_and_inbox(
+    session: AsyncSession, conversation: Conversation
+) -> tuple[Contact, Inbox]:
+    """The contact and inbox of a conversation."""
+    contact = await session.get_one(Contact, conversation.contact_id)
+    inbox = await session.get_one(Inbox, conversation.inbox_id)
+    return contact, inbox
+
+
+async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
+    """The conversation's open (or assigned) handoff, if any."""
+    result = await session.execute(
+        select(Handoff).where(
+            Handoff.conversation_id == conversation_id,
+            Handoff.status.in_(("open", "assigned")),
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def unprocessed_inbound(session: AsyncSession, conversation_id: int) -> list[Message]:
+    """Inbound messages no turn has consumed yet, oldest first."""
+    result = await session.execute(
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.direction == "in",
+            Message.processed_at.is_(None),
+        )
+        .order_by(Message.id)
+    )
+    return list(result.scalars())
+
+
+async def mark_processed(
+    session: AsyncSession, message_ids: list[int], *, handoff_id: int | None = None
+) -> None:
+    """Mark a turn's inbound messages consumed (and attach them to a handoff)."""
+    if not message_ids:
+        return
+    values: dict[str, Any] = {"processed_at": datetime.now(UTC)}
+    if handoff_id is not None:
+        values["handoff_id"] = handoff_id
+    await session.execute(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.processed_at.is_(None))
+        .values(**values)
+    )
+
+
+async def recent_messages(
+    session: AsyncSession, conversation_id: int, *, limit: int, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The last `limit` messages (oldest first) as small dicts for state and prompts."""
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if before_id is not None:
+        query = query.where(Message.id < before_id)
+    rows = (await session.execute(query.order_by(Message.id.desc()).limit(limit))).scalars()
+    out = [
+        {
+            "who": "customer" if m.direction == "in" else m.actor,
+            "type": m.type,
+            "text": (m.text or "")[:500],
+        }
+        for m in rows
+    ]
+    return list(reversed(out))

@@ -1,0 +1,121 @@
+"""Run a conversation turn, and resume one that waits for a human.
+
+Both take the conversation's advisory lock, so a resume from the API and a turn from a
+worker never run the same thread at once, on any machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from langgraph.types import Command
+from sqlalchemy import text
+
+from graphs.conversation.context import Context
+from traza import trace
+from traza.conversations import repository as repo
+from traza.db.engine import get_engine, session_scope
+from traza.db.models import Conversation
+from traza.runtime import conversation_graph, thread_config
+from traza.settings import get_settings
+
+LOCK_NAMESPACE = 7301
+
+
+class ConversationNotFound(LookupError):
+    """No conversation has that id."""
+
+
+class NotWaitingForHuman(RuntimeError):
+    """The conversation is not paused for a human, so there is nothing to resume."""
+
+
+@asynccontextmanager
+async def conversation_lock(conversation_id: int) -> AsyncIterator[None]:
+    """A PostgreSQL advisory lock on the conversation, held on its own connection."""
+    async with get_engine().connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(
+            text("SELECT pg_advisory_lock(:ns, :id)"), {"ns": LOCK_NAMESPACE, "id": conversation_id}
+        )
+        try:
+            yield
+        finally:
+            await conn.execute(
+                text("SELECT pg_advisory_unlock(:ns, :id)"),
+                {"ns": LOCK_NAMESPACE, "id": conversation_id},
+            )
+
+
+def run_context() -> Context:
+    """The context every service run uses."""
+    return Context(bot_name=get_settings().traza_bot_name)
+
+
+async def run_turn(conversation_id: int) -> str:
+    """Consume the conversation's unprocessed inbound messages as one turn."""
+    async with conversation_lock(conversation_id):
+        async with session_scope() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                return "no such conversation"
+            pending = await repo.unprocessed_inbound(session, conversation_id)
+            if not pending:
+                return "nothing to do"
+            if conversation.owner == "human":
+                handoff = await repo.open_handoff(session, conversation_id)
+                ids = [m.id for m in pending]
+                await repo.mark_processed(session, ids, handoff_id=handoff.id if handoff else None)
+                await trace.record(
+                    session,
+                    conversation_id=conversation_id,
+                    kind="message.held_for_human",
+                    actor=trace.system("router"),
+                    data={"messages": ids, "handoff_id": handoff.id if handoff else None},
+                )
+                return f"held {len(ids)} for a human"
+            turn = [
+                {
+                    "id": m.id,
+                    "type": m.type,
+                    "text": m.text,
+                    "payload": (m.content or {}).get("reply_id")
+                    or (m.content or {}).get("payload"),
+                }
+                for m in pending
+            ]
+            thread_id = conversation.thread_id
+        graph = await conversation_graph()
+        await graph.ainvoke({"turn": turn}, config=thread_config(thread_id), context=run_context())
+        return f"turn over {len(turn)} message(s)"
+
+
+async def waiting_interrupts(thread_id: str) -> list[Any]:
+    """The pending interrupts of a thread (empty when it is not waiting)."""
+    graph = await conversation_graph()
+    snapshot = await graph.aget_state(thread_config(thread_id))
+    return list(snapshot.interrupts)
+
+
+async def resume(conversation_id: int, *, response: dict[str, Any], agent: str) -> dict[str, Any]:
+    """Resume a conversation paused for a human with an agent-inbox `HumanResponse`."""
+    async with conversation_lock(conversation_id):
+        async with session_scope() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise ConversationNotFound(conversation_id)
+            thread_id = conversation.thread_id
+        if not await waiting_interrupts(thread_id):
+            raise NotWaitingForHuman(conversation_id)
+        graph = await conversation_graph()
+        result = await graph.ainvoke(
+            Command(resume={**response, "agent": agent}),
+            config=thread_config(thread_id),
+            context=run_context(),
+        )
+        return {
+            "owner": result.get("owner"),
+            "waiting_for_human": bool(await waiting_interrupts(thread_id)),
+        }

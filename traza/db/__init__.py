@@ -1,0 +1,1 @@
+"""Where state is written: PostgreSQL (embedded or `DATABASE_URL`), models and sessions."""

@@ -1,0 +1,227 @@
+"""Application tables. Alembic migrations in `traza/migrations` create them.
+
+Conversation state that the next decision needs lives in the LangGraph checkpoint;
+everything else (every message, status and decision) lives here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names for migrations."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Inbox(Base):
+    """A WhatsApp business number (several per deployment)."""
+
+    __tablename__ = "inboxes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    phone_number_id: Mapped[str] = mapped_column(String(64), unique=True)
+    display_phone_number: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))
+    waba_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+
+
+class Contact(Base):
+    """A customer or candidate, known by `wa_id` and/or Meta's business-scoped user id."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        CheckConstraint("wa_id IS NOT NULL OR bsuid IS NOT NULL", name="has_identity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    wa_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    bsuid: Mapped[str | None] = mapped_column(String(128), unique=True)
+    profile_name: Mapped[str | None] = mapped_column(String(200))
+    locale: Mapped[str | None] = mapped_column(String(16))
+    opted_in_at: Mapped[datetime | None]
+    opted_out_at: Mapped[datetime | None]
+    unreachable_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+
+
+class Conversation(Base):
+    """One conversation between an inbox and a contact; one LangGraph thread."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        CheckConstraint("owner IN ('bot', 'human', 'system')", name="owner_kind"),
+        CheckConstraint("status IN ('open', 'closed')", name="status_kind"),
+        Index(
+            "uq_conversations_open_pair",
+            "inbox_id",
+            "contact_id",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    inbox_id: Mapped[int] = mapped_column(ForeignKey("inboxes.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
+    owner: Mapped[str] = mapped_column(String(16), server_default="bot")
+    owner_agent: Mapped[str | None] = mapped_column(String(200))
+    thread_id: Mapped[str] = mapped_column(String(64), unique=True)
+    last_inbound_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookEvent(Base):
+    """A webhook body exactly as Meta sent it (bytes), kept for audit and re-ingest."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    received_at: Mapped[datetime] = _now()
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str | None] = mapped_column(String(100))
+    messages: Mapped[int] = mapped_column(Integer, server_default="0")
+    statuses: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Message(Base):
+    """Every message in or out. Inbound ids are Meta's; outbound rows are the outbox."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint("direction IN ('in', 'out')", name="direction_kind"),
+        Index(
+            "ix_messages_unprocessed",
+            "conversation_id",
+            "id",
+            postgresql_where=text("direction = 'in' AND processed_at IS NULL"),
+        ),
+        Index("ix_messages_conversation", "conversation_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    direction: Mapped[str] = mapped_column(String(3))
+    wa_message_id: Mapped[str | None] = mapped_column(String(256), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    text: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(32), server_default="whatsapp")
+    status: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_title: Mapped[str | None] = mapped_column(Text)
+    wa_timestamp: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id"))
+    webhook_event_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_events.id"))
+
+
+class MessageStatus(Base):
+    """A status webhook (sent/delivered/read/failed), stored once per (message, status)."""
+
+    __tablename__ = "message_statuses"
+    __table_args__ = (UniqueConstraint("wa_message_id", "status", name="uq_message_status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    wa_message_id: Mapped[str] = mapped_column(String(256), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime | None]
+    recipient_id: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_title: Mapped[str | None] = mapped_column(Text)
+    callback_data: Mapped[str | None] = mapped_column(String(512), index=True)
+    webhook_event_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_events.id"))
+    received_at: Mapped[datetime] = _now()
+
+
+class Handoff(Base):
+    """A conversation handed to humans; open until resolved or returned to the bot."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('open', 'assigned', 'resolved', 'returned')", name="status_kind"
+        ),
+        Index(
+            "uq_handoffs_one_open",
+            "conversation_id",
+            unique=True,
+            postgresql_where=text("status IN ('open', 'assigned')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
+    reason: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    assigned_agent: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class TraceEvent(Base):
+    """One step of a conversation: who did what, when, why, how long, which checkpoint."""
+
+    __tablename__ = "trace_events"
+    __table_args__ = (Index("ix_trace_events_conversation", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    at: Mapped[datetime] = _now()
+    kind: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    thread_id: Mapped[str | None] = mapped_column(String(64))
+    step: Mapped[int | None] = mapped_column(Integer)
+    llm: Mapped[bool] = mapped_column(Boolean, server_default="false")

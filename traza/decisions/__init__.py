@@ -1,0 +1,1 @@
+"""What the graph's decision nodes call: classifier, routing rules, guardrails, model."""

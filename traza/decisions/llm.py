@@ -1,0 +1,162 @@
+"""The optional model path (any OpenAI-compatible server through `langchain-openai`).
+
+Every call is bounded by `TRAZA_LLM_TIMEOUT`; callers fall back to the offline path
+(or to a human) when a call fails, and record that it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import lru_cache
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field, SecretStr
+
+import prompts
+from traza.decisions.classifier import INTENTS, Classification
+from traza.decisions.guardrails import Verdict
+from traza.settings import get_settings
+
+Intent = Literal[
+    "greeting",
+    "thanks",
+    "goodbye",
+    "application_status",
+    "interview",
+    "job_info",
+    "provide_info",
+    "salary",
+    "media",
+    "unsupported",
+    "unknown",
+]
+
+
+class LLMError(RuntimeError):
+    """The model failed or timed out; the message says which."""
+
+
+class ClassificationOutput(BaseModel):
+    """Structured classification of one conversation turn."""
+
+    intent: Intent
+    language: str = Field(description="ISO 639-1 code of the customer's language")
+    frustration: bool = Field(description="the customer shows frustration or anger")
+    wants_human: bool = Field(description="the customer asks to talk to a person")
+    opt_out: bool = Field(description="the customer asks to stop receiving messages")
+    confidence: float = Field(ge=0, le=1)
+
+
+class JudgeOutput(BaseModel):
+    """Whether a reply may be sent."""
+
+    allowed: bool
+    reason: str = ""
+
+
+@lru_cache(maxsize=4)
+def chat_model(model: str | None = None) -> BaseChatModel | None:
+    """The configured chat model, or None when no model is configured."""
+    settings = get_settings()
+    name = model or settings.traza_llm_model
+    if not name or not settings.llm_enabled:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return ChatOpenAI(
+        model=name,
+        api_key=SecretStr(key),
+        base_url=settings.openai_base_url,
+        timeout=settings.traza_llm_timeout,
+        max_retries=0,
+        temperature=0,
+    )
+
+
+async def _bounded(coro: Any) -> Any:
+    timeout = get_settings().traza_llm_timeout
+    try:
+        return await asyncio.wait_for(coro, timeout=timeout)
+    except TimeoutError:
+        raise LLMError(f"model call timed out after {timeout:g}s") from None
+    except LLMError:
+        raise
+    except Exception as exc:  # any provider/transport failure degrades the same way
+        raise LLMError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _history(recent: list[dict[str, Any]]) -> list[BaseMessage]:
+    messages: list[BaseMessage] = []
+    for item in recent:
+        text = item.get("text") or f"[{item.get('type', 'message')}]"
+        if item.get("who") == "customer":
+            messages.append(HumanMessage(text))
+        else:
+            messages.append(AIMessage(text))
+    return messages
+
+
+async def classify(model: BaseChatModel, texts: list[str]) -> Classification:
+    """Classify a turn with structured output."""
+    structured = model.with_structured_output(ClassificationOutput, method="function_calling")
+    system = prompts.system_prompt("classify", intents=", ".join(INTENTS))
+    out = await _bounded(
+        structured.ainvoke([SystemMessage(system), HumanMessage("\n".join(texts) or "(empty)")])
+    )
+    if not isinstance(out, ClassificationOutput):
+        raise LLMError("model returned no classification")
+    return Classification(
+        intent=out.intent,
+        language=out.language[:2].lower() or "es",
+        frustration=out.frustration,
+        wants_human=out.wants_human,
+        opt_out=out.opt_out,
+        confidence=out.confidence,
+        source="llm",
+    )
+
+
+async def write_reply(
+    model: BaseChatModel,
+    *,
+    recent: list[dict[str, Any]],
+    intent: str,
+    language: str,
+    template: str,
+    name: str | None,
+    company: str,
+    tone: str = "friendly",
+    tools: list[Any] | None = None,
+) -> str:
+    """Write a reply within the template's intent (tools bound when given)."""
+    system = prompts.system_prompt(
+        "reply",
+        company=company,
+        name=name or "the candidate",
+        tone=tone,
+        language=language,
+        intent=intent,
+        template=template,
+    )
+    runnable: Any = model.bind_tools(tools) if tools else model
+    out = await _bounded(runnable.ainvoke([SystemMessage(system), *_history(recent)]))
+    text = out.content if isinstance(out.content, str) else ""
+    if not text.strip():
+        raise LLMError("model returned an empty reply")
+    return text.strip()
+
+
+async def judge(model: BaseChatModel, text: str) -> Verdict:
+    """The model's second opinion on a reply that passed the offline policies."""
+    structured = model.with_structured_output(JudgeOutput, method="function_calling")
+    out = await _bounded(
+        structured.ainvoke([SystemMessage(prompts.system_prompt("judge")), HumanMessage(text)])
+    )
+    if not isinstance(out, JudgeOutput):
+        raise LLMError("model returned no verdict")
+    if out.allowed:
+        return Verdict(allowed=True, source="llm")
+    return Verdict(allowed=False, policies=["llm_judge"], reason=out.reason, source="llm")

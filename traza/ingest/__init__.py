@@ -1,0 +1,1 @@
+"""Where a message enters: Meta's webhook payloads parsed, verified and stored."""

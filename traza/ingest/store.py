@@ -1,0 +1,278 @@
+"""Store a parsed webhook durably and idempotently, in one transaction.
+
+Delivery is at least once, batched and out of order: messages are unique on Meta's id,
+statuses on (message id, status), and statuses only ever move a message forward.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from traza import trace
+from traza.ingest.payload import SILENT_TYPES, InboundMessage, ParsedPayload, StatusUpdate
+
+# Order in which statuses may replace each other; `failed` is terminal.
+STATUS_RANK = {
+    "queued": 0,
+    "sending": 1,
+    "accepted": 2,
+    "sent": 3,
+    "delivered": 4,
+    "read": 5,
+    "failed": 6,
+}
+_RANK_SQL = "CASE {col} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in STATUS_RANK.items())
+RANK_SQL = _RANK_SQL + " ELSE -1 END"
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """What a webhook POST changed: the conversations that now need a turn."""
+
+    event_id: int
+    new_messages: int = 0
+    duplicate_messages: int = 0
+    new_statuses: int = 0
+    conversations_to_run: set[int] = field(default_factory=set)
+
+
+_inbox_cache: dict[str, int] = {}
+
+UPSERT_INBOX = text(
+    """
+    INSERT INTO inboxes (phone_number_id, display_phone_number, waba_id, name)
+    VALUES (:pnid, :display, :waba, :display)
+    ON CONFLICT (phone_number_id) DO UPDATE
+      SET display_phone_number = COALESCE(EXCLUDED.display_phone_number,
+                                          inboxes.display_phone_number),
+          waba_id = COALESCE(EXCLUDED.waba_id, inboxes.waba_id)
+    RETURNING id
+    """
+)
+UPSERT_CONTACT_BY_WA_ID = text(
+    """
+    INSERT INTO contacts (wa_id, bsuid, profile_name) VALUES (:wa_id, :bsuid, :name)
+    ON CONFLICT (wa_id) DO UPDATE
+      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+          bsuid = COALESCE(contacts.bsuid, EXCLUDED.bsuid)
+    RETURNING id
+    """
+)
+UPSERT_CONTACT_BY_BSUID = text(
+    """
+    INSERT INTO contacts (bsuid, profile_name) VALUES (:bsuid, :name)
+    ON CONFLICT (bsuid) DO UPDATE
+      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name)
+    RETURNING id
+    """
+)
+UPSERT_CONVERSATION = text(
+    """
+    INSERT INTO conversations (inbox_id, contact_id, thread_id, last_inbound_at)
+    VALUES (:inbox_id, :contact_id, :thread_id, :at)
+    ON CONFLICT (inbox_id, contact_id) WHERE status = 'open' DO UPDATE
+      SET last_inbound_at = GREATEST(conversations.last_inbound_at, EXCLUDED.last_inbound_at),
+          updated_at = now()
+    RETURNING id
+    """
+)
+INSERT_MESSAGE = text(
+    """
+    INSERT INTO messages (conversation_id, direction, wa_message_id, type, content, text,
+                          actor, status, wa_timestamp, webhook_event_id, processed_at)
+    VALUES (:cid, 'in', :wamid, :type, CAST(:content AS jsonb), :text, 'customer', 'received',
+            :ts, :event_id, CASE WHEN :silent THEN now() END)
+    ON CONFLICT (wa_message_id) DO NOTHING
+    RETURNING id
+    """
+)
+INSERT_STATUS = text(
+    """
+    INSERT INTO message_statuses (wa_message_id, status, at, recipient_id, error_code,
+                                  error_title, callback_data, webhook_event_id)
+    VALUES (:wamid, :status, :at, :recipient, :code, :title, :callback, :event_id)
+    ON CONFLICT (wa_message_id, status) DO NOTHING
+    RETURNING id
+    """
+)
+APPLY_STATUS = text(
+    f"""
+    UPDATE messages SET
+      status = CASE WHEN {RANK_SQL.format(col="status")} < {RANK_SQL.format(col=":status")}
+                    THEN :status ELSE status END,
+      sent_at = CASE WHEN :status = 'sent' THEN COALESCE(sent_at, :at) ELSE sent_at END,
+      delivered_at = CASE WHEN :status = 'delivered' THEN COALESCE(delivered_at, :at)
+                          ELSE delivered_at END,
+      read_at = CASE WHEN :status = 'read' THEN COALESCE(read_at, :at) ELSE read_at END,
+      failed_at = CASE WHEN :status = 'failed' THEN COALESCE(failed_at, :at) ELSE failed_at END,
+      error_code = CASE WHEN :status = 'failed' THEN :code ELSE error_code END,
+      error_title = CASE WHEN :status = 'failed' THEN :title ELSE error_title END
+    WHERE wa_message_id = :wamid
+    RETURNING id, conversation_id, status
+    """
+)
+
+
+async def store_webhook(
+    conn: AsyncConnection, *, body: bytes, signature: str | None, parsed: ParsedPayload
+) -> StoreResult:
+    """Write the raw body, its messages and statuses; return what needs processing."""
+    row = await conn.execute(
+        text(
+            "INSERT INTO webhook_events (body, signature, messages, statuses) "
+            "VALUES (:body, :sig, :m, :s) RETURNING id"
+        ),
+        {"body": body, "sig": signature, "m": len(parsed.messages), "s": len(parsed.statuses)},
+    )
+    result = StoreResult(event_id=row.scalar_one())
+    for message in parsed.messages:
+        await _store_message(conn, message, result)
+    for status in parsed.statuses:
+        await _store_status(conn, status, result)
+    return result
+
+
+async def _inbox_id(conn: AsyncConnection, message: InboundMessage) -> int:
+    cached = _inbox_cache.get(message.phone_number_id)
+    if cached is not None:
+        return cached
+    inbox_id: int = (
+        await conn.execute(
+            UPSERT_INBOX,
+            {
+                "pnid": message.phone_number_id,
+                "display": message.display_phone_number,
+                "waba": message.waba_id,
+            },
+        )
+    ).scalar_one()
+    _inbox_cache[message.phone_number_id] = inbox_id
+    return inbox_id
+
+
+def forget_cached_inboxes() -> None:
+    """Drop the phone_number_id → inbox cache (tests that recreate the database)."""
+    _inbox_cache.clear()
+
+
+async def _store_message(
+    conn: AsyncConnection, message: InboundMessage, result: StoreResult
+) -> None:
+    import json
+
+    inbox_id = await _inbox_id(conn, message)
+    if message.wa_id:
+        contact_stmt, params = (
+            UPSERT_CONTACT_BY_WA_ID,
+            {"wa_id": message.wa_id, "bsuid": message.bsuid, "name": message.profile_name},
+        )
+    else:
+        contact_stmt, params = (
+            UPSERT_CONTACT_BY_BSUID,
+            {"bsuid": message.bsuid, "name": message.profile_name},
+        )
+    contact_id: int = (await conn.execute(contact_stmt, params)).scalar_one()
+    silent = message.type in SILENT_TYPES
+    conversation_id: int = (
+        await conn.execute(
+            UPSERT_CONVERSATION,
+            {
+                "inbox_id": inbox_id,
+                "contact_id": contact_id,
+                "thread_id": str(uuid.uuid4()),
+                "at": None if silent else message.timestamp,
+            },
+        )
+    ).scalar_one()
+    inserted = (
+        await conn.execute(
+            INSERT_MESSAGE,
+            {
+                "cid": conversation_id,
+                "wamid": message.wa_message_id,
+                "type": message.type,
+                "content": json.dumps(message.content),
+                "text": message.text,
+                "ts": message.timestamp,
+                "event_id": result.event_id,
+                "silent": silent,
+            },
+        )
+    ).scalar_one_or_none()
+    if inserted is None:
+        result.duplicate_messages += 1
+        return
+    result.new_messages += 1
+    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
+    if silent:
+        data["starts_turn"] = False
+    await trace.record(
+        conn,
+        conversation_id=conversation_id,
+        kind="message.received",
+        actor=trace.CUSTOMER,
+        data=data,
+        message_id=inserted,
+    )
+    if not silent:
+        result.conversations_to_run.add(conversation_id)
+
+
+async def _store_status(conn: AsyncConnection, status: StatusUpdate, result: StoreResult) -> None:
+    inserted = (
+        await conn.execute(
+            INSERT_STATUS,
+            {
+                "wamid": status.wa_message_id,
+                "status": status.status,
+                "at": status.timestamp,
+                "recipient": status.recipient_id,
+                "code": status.error_code,
+                "title": status.error_title,
+                "callback": status.callback_data,
+                "event_id": result.event_id,
+            },
+        )
+    ).scalar_one_or_none()
+    if inserted is None:
+        return  # the same (message, status) again: already applied
+    result.new_statuses += 1
+    await apply_status(conn, status)
+
+
+async def apply_status(conn: AsyncConnection, status: StatusUpdate) -> None:
+    """Move the message forward (never back) and trace it, if we know the message yet.
+
+    A status that arrives before our send's response is kept in `message_statuses`
+    and applied by the sender when it learns the message id.
+    """
+    updated = (
+        await conn.execute(
+            APPLY_STATUS,
+            {
+                "wamid": status.wa_message_id,
+                "status": status.status,
+                "at": status.timestamp,
+                "code": status.error_code,
+                "title": status.error_title,
+            },
+        )
+    ).first()
+    if updated is None:
+        return
+    data: dict[str, Any] = {"status": status.status, "now": updated.status}
+    if status.error_code is not None:
+        data |= {"error_code": status.error_code, "error_title": status.error_title}
+    await trace.record(
+        conn,
+        conversation_id=updated.conversation_id,
+        kind="message.status",
+        actor=trace.system("whatsapp"),
+        data=data,
+        message_id=updated.id,
+    )

@@ -1,0 +1,1 @@
+"""Durable work on PostgreSQL with procrastinate: turns, deliveries, sweeps."""

@@ -1,0 +1,22 @@
+"""The procrastinate app. Its pool connects lazily, to whatever `database_dsn()` resolves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import procrastinate
+from psycopg_pool import AsyncConnectionPool
+
+from traza.db.engine import database_dsn
+
+
+def _pool(**kwargs: Any) -> AsyncConnectionPool:
+    kwargs.setdefault("min_size", 1)
+    kwargs.setdefault("max_size", 10)
+    return AsyncConnectionPool(conninfo=database_dsn(), **kwargs)
+
+
+app = procrastinate.App(
+    connector=procrastinate.PsycopgConnector(pool_factory=_pool),
+    import_paths=["traza.jobs.tasks"],
+)

@@ -1,0 +1,137 @@
+"""The jobs: one conversation turn at a time, ordered delivery, and a safety sweep.
+
+Locks: `conversation:<id>` runs one turn per conversation at a time and (as a queueing
+lock) coalesces a burst of messages into one waiting job; `send:<id>` delivers one
+conversation's outbox in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import procrastinate
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy import text
+
+from traza.db.engine import session_scope
+from traza.jobs.app import app
+from traza.outbound.sender import RetryLater, deliver
+from traza.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+TURN_QUEUE = "turns"
+SEND_QUEUE = "sends"
+
+
+def conversation_lock(conversation_id: int) -> str:
+    """The procrastinate lock that serialises one conversation's turns."""
+    return f"conversation:{conversation_id}"
+
+
+@app.task(
+    name="process_conversation",
+    queue=TURN_QUEUE,
+    retry=RetryStrategy(max_attempts=5, exponential_wait=2),
+    pass_context=True,
+)
+async def process_conversation(context: JobContext, conversation_id: int) -> None:
+    """Run one turn over every unprocessed inbound message of the conversation."""
+    from traza.conversations.turns import run_turn  # the graph loads only in workers
+
+    outcome = await run_turn(conversation_id)
+    log.info("conversation %s: %s (job %s)", conversation_id, outcome, context.job.id)
+
+
+async def schedule_turn(conversation_id: int, *, delay: float | None = None) -> bool:
+    """Queue a turn; False when one is already waiting (it will see the new messages)."""
+    seconds = get_settings().traza_coalesce_seconds if delay is None else delay
+    key = conversation_lock(conversation_id)
+    options: dict[str, object] = {"lock": key, "queueing_lock": key}
+    if seconds > 0:
+        options["schedule_in"] = {"seconds": seconds}
+    try:
+        await process_conversation.configure(**options).defer_async(  # type: ignore[arg-type]
+            conversation_id=conversation_id
+        )
+    except AlreadyEnqueued:
+        return False
+    return True
+
+
+@app.task(
+    name="deliver_outbox",
+    queue=SEND_QUEUE,
+    retry=RetryStrategy(max_attempts=8, exponential_wait=2, retry_exceptions={RetryLater}),
+    pass_context=True,
+)
+async def deliver_outbox(context: JobContext, conversation_id: int) -> None:
+    """Send the conversation's queued messages in order."""
+    attempts = context.job.attempts or 0
+    await deliver(conversation_id, final_attempt=attempts + 1 >= 8)
+
+
+async def schedule_delivery(conversation_id: int) -> None:
+    """Queue delivery of a conversation's outbox (one waiting job per conversation)."""
+    key = f"send:{conversation_id}"
+    try:
+        await deliver_outbox.configure(lock=key, queueing_lock=key).defer_async(
+            conversation_id=conversation_id
+        )
+    except AlreadyEnqueued:
+        pass
+
+
+@app.periodic(cron="* * * * *", periodic_id="sweep")
+@app.task(name="sweep", queue=TURN_QUEUE, queueing_lock="sweep", pass_context=True)
+async def sweep(context: JobContext, timestamp: int) -> None:
+    """Safety net: retry jobs of dead workers, and requeue work no job is carrying."""
+    await recover(stalled_after=get_settings().traza_stalled_seconds)
+
+
+async def recover(*, stalled_after: float) -> dict[str, int]:
+    """Retry stalled jobs; requeue unprocessed inbound and undelivered outbound messages."""
+    stalled = 0
+    for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+        await app.job_manager.retry_job(job)
+        stalled += 1
+    cutoff = datetime.now(UTC) - timedelta(seconds=max(stalled_after, 5))
+    async with session_scope() as session:
+        turns: Any = (
+            await session.execute(
+                text(
+                    "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'in' "
+                    "AND processed_at IS NULL AND created_at < :cutoff"
+                ),
+                {"cutoff": cutoff},
+            )
+        ).scalars()
+        turn_ids = list(turns)
+        sends: Any = (
+            await session.execute(
+                text(
+                    "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'out' "
+                    "AND status IN ('queued', 'sending') AND created_at < :cutoff"
+                ),
+                {"cutoff": cutoff},
+            )
+        ).scalars()
+        send_ids = list(sends)
+    for cid in turn_ids:
+        await schedule_turn(cid, delay=0)
+    for cid in send_ids:
+        await schedule_delivery(cid)
+    if stalled or turn_ids or send_ids:
+        log.warning(
+            "sweep: %d stalled jobs retried, %d turns and %d deliveries requeued",
+            stalled,
+            len(turn_ids),
+            len(send_ids),
+        )
+    return {"stalled": stalled, "turns": len(turn_ids), "sends": len(send_ids)}
+
+
+__all__ = ["app", "procrastinate", "schedule_delivery", "schedule_turn"]

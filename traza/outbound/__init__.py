@@ -1,0 +1,1 @@
+"""Where messages leave: the outbox, the channels, and the sender job's logic."""

@@ -1,0 +1,189 @@
+"""Output channels behind one interface: WhatsApp Cloud API, or the local outbox.
+
+Channels only speak to the provider; the sender decides what to send, when, and what
+to do with each error.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from traza.settings import Settings
+
+# Graph API errors the sender treats specially.
+RATE_LIMITED = 130429
+PAIR_RATE_LIMITED = 131056
+OUTSIDE_WINDOW = 131047
+UNREACHABLE = 131026
+RETRYABLE_CODES = frozenset({RATE_LIMITED, PAIR_RATE_LIMITED, 1, 2, 4, 80007, 131000, 131016})
+
+MAX_BUTTONS = 3
+MAX_BUTTON_TITLE = 20
+
+
+class SendError(Exception):
+    """The provider refused or failed a send."""
+
+    def __init__(self, code: int | None, title: str, *, retryable: bool) -> None:
+        super().__init__(f"{code}: {title}")
+        self.code = code
+        self.title = title
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """An interactive reply button."""
+
+    id: str
+    title: str
+
+
+class OutputChannel(Protocol):
+    """What every channel offers the sender."""
+
+    name: str
+
+    async def send_text(self, *, to: str, text: str, callback: str) -> str:
+        """Send free text; return the provider's message id."""
+        ...
+
+    async def send_template(
+        self, *, to: str, name: str, language: str, params: list[str], callback: str
+    ) -> str:
+        """Send an approved template with body parameters; return the message id."""
+        ...
+
+    async def send_buttons(
+        self, *, to: str, body: str, buttons: list[Button], callback: str
+    ) -> str:
+        """Send interactive reply buttons; return the message id."""
+        ...
+
+    async def mark_read(self, *, message_id: str) -> None:
+        """Mark an inbound message as read."""
+        ...
+
+
+def validate_buttons(buttons: list[Button]) -> None:
+    """WhatsApp allows at most 3 reply buttons with titles of at most 20 characters."""
+    if not 1 <= len(buttons) <= MAX_BUTTONS:
+        raise ValueError(f"reply buttons: between 1 and {MAX_BUTTONS}, got {len(buttons)}")
+    for button in buttons:
+        if not button.title or len(button.title) > MAX_BUTTON_TITLE:
+            raise ValueError(f"button title must be 1-{MAX_BUTTON_TITLE} characters")
+
+
+class WhatsAppChannel:
+    """The WhatsApp Cloud API: `POST {api_base}/{phone_number_id}/messages`."""
+
+    name = "whatsapp"
+
+    def __init__(self, *, client: httpx.AsyncClient, settings: Settings, phone_number_id: str):
+        assert settings.whatsapp_access_token is not None
+        self._client = client
+        self._url = f"{settings.whatsapp_api_base}/{phone_number_id}/messages"
+        self._headers = {
+            "Authorization": f"Bearer {settings.whatsapp_access_token.get_secret_value()}"
+        }
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._client.post(self._url, json=body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
+        try:
+            data: dict[str, Any] = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code >= 400 or "error" in data:
+            error = data.get("error") or {}
+            code = error.get("code")
+            title = str(error.get("message") or error.get("title") or response.reason_phrase)
+            retryable = code in RETRYABLE_CODES or response.status_code >= 500
+            raise SendError(code, title, retryable=retryable)
+        return data
+
+    async def _send(self, to: str, callback: str, kind: str, payload: dict[str, Any]) -> str:
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": kind,
+            kind: payload,
+            "biz_opaque_callback_data": callback,
+        }
+        data = await self._post(body)
+        try:
+            return str(data["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise SendError(
+                None, "Graph API answered without a message id", retryable=False
+            ) from None
+
+    async def send_text(self, *, to: str, text: str, callback: str) -> str:  # noqa: D102
+        return await self._send(to, callback, "text", {"body": text, "preview_url": False})
+
+    async def send_template(  # noqa: D102
+        self, *, to: str, name: str, language: str, params: list[str], callback: str
+    ) -> str:
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if params:
+            template["components"] = [
+                {"type": "body", "parameters": [{"type": "text", "text": p} for p in params]}
+            ]
+        return await self._send(to, callback, "template", template)
+
+    async def send_buttons(  # noqa: D102
+        self, *, to: str, body: str, buttons: list[Button], callback: str
+    ) -> str:
+        validate_buttons(buttons)
+        interactive = {
+            "type": "button",
+            "body": {"text": body},
+            "action": {
+                "buttons": [
+                    {"type": "reply", "reply": {"id": b.id, "title": b.title}} for b in buttons
+                ]
+            },
+        }
+        return await self._send(to, callback, "interactive", interactive)
+
+    async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
+        await self._post(
+            {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
+        )
+
+
+class LocalOutboxChannel:
+    """Used when no WhatsApp token is configured: messages stay in traza's own outbox.
+
+    The message row is the record; this channel only hands out local message ids so the
+    rest of the pipeline (statuses, trace, `traza simulate`) works unchanged.
+    """
+
+    name = "local"
+
+    async def _accept(self) -> str:
+        return f"local.{uuid.uuid4().hex}"
+
+    async def send_text(self, *, to: str, text: str, callback: str) -> str:  # noqa: D102
+        return await self._accept()
+
+    async def send_template(  # noqa: D102
+        self, *, to: str, name: str, language: str, params: list[str], callback: str
+    ) -> str:
+        return await self._accept()
+
+    async def send_buttons(  # noqa: D102
+        self, *, to: str, body: str, buttons: list[Button], callback: str
+    ) -> str:
+        validate_buttons(buttons)
+        return await self._accept()
+
+    async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
+        return None

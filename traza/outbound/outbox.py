@@ -1,0 +1,64 @@
+"""The outbox: graph nodes write what to say here; the sender job delivers it.
+
+An outbound message is a `messages` row with `direction='out'`, unique on its
+idempotency key, so a retried turn can never queue the same reply twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from traza import trace
+
+QUEUE = text(
+    """
+    INSERT INTO messages (conversation_id, direction, idempotency_key, type, content, text,
+                          actor, status, channel)
+    VALUES (:cid, 'out', :key, :type, CAST(:content AS jsonb), :text, :actor, 'queued',
+            :channel)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+async def queue_message(
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    key: str,
+    actor: str,
+    kind: str,
+    text_body: str,
+    content: dict[str, Any] | None = None,
+    channel: str = "whatsapp",
+) -> int | None:
+    """Queue one outbound message; None when this key was queued before."""
+    message_id: int | None = (
+        await session.execute(
+            QUEUE,
+            {
+                "cid": conversation_id,
+                "key": key,
+                "type": kind,
+                "content": json.dumps(content or {}),
+                "text": text_body,
+                "actor": actor,
+                "channel": channel,
+            },
+        )
+    ).scalar_one_or_none()
+    if message_id is not None:
+        await trace.record(
+            session,
+            conversation_id=conversation_id,
+            kind="message.queued",
+            actor=actor,
+            data={"type": kind, "key": key},
+            message_id=message_id,
+        )
+    return message_id

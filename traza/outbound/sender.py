@@ -1,0 +1,318 @@
+"""The sender: delivers a conversation's outbox in order, once, within WhatsApp's rules.
+
+Before each send it re-checks what may have changed since the message was queued:
+a human took over (bot messages are dropped), the contact is unreachable or opted out
+of proactive messages, or the 24-hour window closed (free text needs a template).
+Graph API errors: 130429/131056 back off and retry; 131047 records that a template is
+required; 131026 marks the contact unreachable; anything else is recorded with its code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from traza import trace
+from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
+from traza.db.engine import session_scope
+from traza.db.models import Contact, Conversation, Inbox, Message, MessageStatus
+from traza.ingest.payload import StatusUpdate
+from traza.ingest.store import apply_status
+from traza.outbound.channels import (
+    OUTSIDE_WINDOW,
+    UNREACHABLE,
+    Button,
+    LocalOutboxChannel,
+    OutputChannel,
+    SendError,
+    WhatsAppChannel,
+)
+from traza.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+FREE_FORM = frozenset({"text", "interactive"})
+_client: httpx.AsyncClient | None = None
+
+
+class RetryLater(Exception):
+    """A transient failure: the job is retried with backoff."""
+
+
+def http_client() -> httpx.AsyncClient:
+    """The process's shared HTTP client for provider calls."""
+    global _client
+    if _client is None or _client.is_closed:
+        _client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+    return _client
+
+
+async def close_http_client() -> None:
+    """Close the shared client (at shutdown)."""
+    global _client
+    if _client is not None:
+        await _client.aclose()
+    _client = None
+
+
+def channel_for(inbox: Inbox) -> OutputChannel:
+    """WhatsApp when a token is configured; otherwise (and for Studio) the local outbox."""
+    settings = get_settings()
+    if settings.whatsapp_access_token is None or inbox.phone_number_id == STUDIO_PHONE_NUMBER_ID:
+        return LocalOutboxChannel()
+    return WhatsAppChannel(
+        client=http_client(), settings=settings, phone_number_id=inbox.phone_number_id
+    )
+
+
+@dataclass(slots=True)
+class _Next:
+    message_id: int
+    conversation_id: int
+    kind: str
+    text: str
+    content: dict[str, Any]
+    key: str
+    actor: str
+    to: str
+    inbox: Inbox
+
+
+async def deliver(conversation_id: int, *, final_attempt: bool = False) -> int:
+    """Send every queued message of the conversation; return how many were sent."""
+    sent = 0
+    while True:
+        async with session_scope() as session:
+            claimed = await _claim_next(session, conversation_id)
+        if claimed is None:
+            return sent
+        if isinstance(claimed, str):
+            continue  # skipped or resolved without sending; look at the next one
+        sent += await _send_one(claimed, final_attempt=final_attempt)
+
+
+async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | str | None:
+    message = (
+        await session.execute(
+            select(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.direction == "out",
+                Message.status.in_(("queued", "sending")),
+            )
+            .order_by(Message.id)
+            .limit(1)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if message is None:
+        return None
+    conversation = await session.get_one(Conversation, conversation_id)
+    contact = await session.get_one(Contact, conversation.contact_id)
+    inbox = await session.get_one(Inbox, conversation.inbox_id)
+    reason = _skip_reason(message, conversation, contact)
+    if reason:
+        await _finish(session, message, "skipped", reason=reason)
+        return "skipped"
+    if message.type in FREE_FORM and not in_service_window(conversation.last_inbound_at):
+        await _finish(
+            session,
+            message,
+            "template_required",
+            reason="outside the 24-hour window: free text needs an approved template",
+        )
+        return "template_required"
+    if message.status == "sending":
+        # The last attempt died after calling the provider: did Meta accept it?
+        adopted = await _adopt_from_status(session, message)
+        if adopted:
+            return "adopted"
+    message.status = "sending"
+    message.attempts += 1
+    return _Next(
+        message_id=message.id,
+        conversation_id=conversation_id,
+        kind=message.type,
+        text=message.text or "",
+        content=dict(message.content or {}),
+        key=message.idempotency_key or f"message:{message.id}",
+        actor=message.actor,
+        to=contact.wa_id or contact.bsuid or "",
+        inbox=inbox,
+    )
+
+
+def _skip_reason(message: Message, conversation: Conversation, contact: Contact) -> str | None:
+    if conversation.owner == "human" and message.actor.startswith("bot:"):
+        return "a human owns the conversation: the bot does not speak"
+    if contact.unreachable_at is not None:
+        return "contact is unreachable on WhatsApp (131026)"
+    if contact.opted_out_at is not None and (message.content or {}).get("proactive"):
+        return "contact opted out of proactive messages"
+    return None
+
+
+async def _adopt_from_status(session: AsyncSession, message: Message) -> bool:
+    if not message.idempotency_key:
+        return False
+    status = (
+        await session.execute(
+            select(MessageStatus)
+            .where(MessageStatus.callback_data == message.idempotency_key)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if status is None:
+        return False
+    message.wa_message_id = status.wa_message_id
+    message.status = "accepted"
+    await session.flush()
+    await _apply_known_statuses(session, status.wa_message_id)
+    await trace.record(
+        session,
+        conversation_id=message.conversation_id,
+        kind="message.sent",
+        actor=trace.system("sender"),
+        data={"adopted": True, "wa_message_id": status.wa_message_id},
+        message_id=message.id,
+    )
+    return True
+
+
+async def _send_one(item: _Next, *, final_attempt: bool) -> int:
+    channel = channel_for(item.inbox)
+    started = time.perf_counter()
+    try:
+        wamid = await _call(channel, item)
+    except SendError as exc:
+        await _record_error(item, exc, channel.name, final_attempt=final_attempt)
+        if exc.retryable and not final_attempt:
+            raise RetryLater(str(exc)) from None
+        return 0
+    async with session_scope() as session:
+        await session.execute(
+            update(Message)
+            .where(Message.id == item.message_id)
+            .values(
+                wa_message_id=wamid,
+                status="accepted",
+                channel=channel.name,
+                error_code=None,
+                error_title=None,
+            )
+        )
+        await trace.record(
+            session,
+            conversation_id=item.conversation_id,
+            kind="message.sent",
+            actor=trace.system("sender"),
+            data={"channel": channel.name, "wa_message_id": wamid, "by": item.actor},
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            message_id=item.message_id,
+        )
+        await _apply_known_statuses(session, wamid)
+    return 1
+
+
+async def _call(channel: OutputChannel, item: _Next) -> str:
+    if item.kind == "template":
+        return await channel.send_template(
+            to=item.to,
+            name=str(item.content["name"]),
+            language=str(item.content.get("language") or "es"),
+            params=[str(p) for p in item.content.get("params", [])],
+            callback=item.key,
+        )
+    if item.kind == "interactive":
+        buttons = [Button(id=b["id"], title=b["title"]) for b in item.content.get("buttons", [])]
+        return await channel.send_buttons(
+            to=item.to, body=item.text, buttons=buttons, callback=item.key
+        )
+    return await channel.send_text(to=item.to, text=item.text, callback=item.key)
+
+
+async def _record_error(item: _Next, exc: SendError, channel: str, *, final_attempt: bool) -> None:
+    retry = exc.retryable and not final_attempt
+    async with session_scope() as session:
+        message = await session.get_one(Message, item.message_id, with_for_update=True)
+        message.error_code = exc.code
+        message.error_title = exc.title
+        data: dict[str, Any] = {
+            "channel": channel,
+            "error_code": exc.code,
+            "error_title": exc.title,
+            "attempt": message.attempts,
+        }
+        if retry:
+            message.status = "queued"
+            data["will_retry"] = True
+        elif exc.code == OUTSIDE_WINDOW:
+            message.status = "template_required"
+            message.failed_at = datetime.now(UTC)
+            data["outcome"] = "template required: outside the 24-hour window"
+        else:
+            message.status = "failed"
+            message.failed_at = datetime.now(UTC)
+        if exc.code == UNREACHABLE:
+            await session.execute(
+                text(
+                    "UPDATE contacts SET unreachable_at = COALESCE(unreachable_at, now()) "
+                    "WHERE id = (SELECT contact_id FROM conversations WHERE id = :cid)"
+                ),
+                {"cid": item.conversation_id},
+            )
+            data["contact"] = "marked unreachable"
+        await trace.record(
+            session,
+            conversation_id=item.conversation_id,
+            kind="message.send_failed",
+            actor=trace.system("sender"),
+            data=data,
+            message_id=item.message_id,
+        )
+    log.warning("send failed for message %s: %s %s", item.message_id, exc.code, exc.title)
+
+
+async def _finish(session: AsyncSession, message: Message, status: str, *, reason: str) -> None:
+    message.status = status
+    message.error_title = reason
+    await trace.record(
+        session,
+        conversation_id=message.conversation_id,
+        kind="message.skipped" if status == "skipped" else "message.send_failed",
+        actor=trace.system("sender"),
+        data={"status": status, "reason": reason},
+        message_id=message.id,
+    )
+
+
+async def _apply_known_statuses(session: AsyncSession, wamid: str) -> None:
+    """Statuses that arrived before we learnt our message's id are applied now."""
+    rows = (
+        await session.execute(
+            select(MessageStatus)
+            .where(MessageStatus.wa_message_id == wamid)
+            .order_by(MessageStatus.id)
+        )
+    ).scalars()
+    conn = await session.connection()
+    for row in rows:
+        await apply_status(
+            conn,
+            StatusUpdate(
+                wa_message_id=wamid,
+                status=row.status,
+                timestamp=row.at,
+                recipient_id=row.recipient_id,
+                error_code=row.error_code,
+                error_title=row.error_title,
+                callback_data=row.callback_data,
+            ),
+        )

@@ -1,0 +1,112 @@
+"""Infrastructure settings, read once from the environment and `.env`.
+
+Every name here is part of traza's external interface (see README, "Configuration").
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """An environment setting is invalid; the message names it in one line."""
+
+
+class Settings(BaseSettings):
+    """All of traza's infrastructure knobs (DSN, secrets, pools, timeouts)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    traza_home: Path = Field(default=Path(".traza"), alias="TRAZA_HOME")
+    traza_config_dir: Path | None = Field(default=None, alias="TRAZA_CONFIG_DIR")
+    traza_admin_key: SecretStr | None = Field(default=None, alias="TRAZA_ADMIN_KEY")
+    traza_dev: bool = Field(default=False, alias="TRAZA_DEV")
+
+    whatsapp_app_secret: SecretStr | None = Field(default=None, alias="WHATSAPP_APP_SECRET")
+    whatsapp_verify_token: SecretStr | None = Field(default=None, alias="WHATSAPP_VERIFY_TOKEN")
+    whatsapp_access_token: SecretStr | None = Field(default=None, alias="WHATSAPP_ACCESS_TOKEN")
+    whatsapp_api_base: str = Field(
+        default="https://graph.facebook.com/v21.0", alias="WHATSAPP_API_BASE"
+    )
+
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    traza_llm_model: str | None = Field(default=None, alias="TRAZA_LLM_MODEL")
+    traza_llm_timeout: float = Field(default=8.0, gt=0, le=120, alias="TRAZA_LLM_TIMEOUT")
+
+    # How long the first message of a burst waits for the rest before its turn runs.
+    traza_coalesce_seconds: float = Field(default=1.0, ge=0, le=60, alias="TRAZA_COALESCE_SECONDS")
+    traza_worker_concurrency: int = Field(default=8, ge=1, le=256, alias="TRAZA_WORKER_CONCURRENCY")
+    traza_db_pool_size: int = Field(default=10, ge=1, le=200, alias="TRAZA_DB_POOL_SIZE")
+    traza_send_max_attempts: int = Field(default=6, ge=1, le=50, alias="TRAZA_SEND_MAX_ATTEMPTS")
+    traza_stalled_seconds: float = Field(default=30, ge=2, le=3600, alias="TRAZA_STALLED_SECONDS")
+    traza_bot_name: str = Field(default="traza", min_length=1, alias="TRAZA_BOT_NAME")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// URL (traza runs on PostgreSQL only)")
+        return value
+
+    @field_validator("whatsapp_api_base")
+    @classmethod
+    def _check_api_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def llm_enabled(self) -> bool:
+        """A model is configured: classification, replies and the judge use it."""
+        return bool(self.traza_llm_model and (self.openai_api_key or self.openai_base_url))
+
+    @property
+    def dev_secret_path(self) -> Path:
+        """Where the local dev-mode webhook secret lives (used by `traza simulate`)."""
+        return self.traza_home / "dev-webhook-secret"
+
+    @property
+    def dev_admin_key_path(self) -> Path:
+        """Where the local dev-mode admin key lives (printed by `traza serve --dev`)."""
+        return self.traza_home / "dev-admin-key"
+
+    def admin_key(self) -> str | None:
+        """The bootstrap admin key: `TRAZA_ADMIN_KEY`, or the dev-mode one."""
+        if self.traza_admin_key is not None:
+            return self.traza_admin_key.get_secret_value() or None
+        if self.traza_dev and self.dev_admin_key_path.exists():
+            return self.dev_admin_key_path.read_text().strip() or None
+        return None
+
+    def webhook_secret(self) -> str | None:
+        """The secret that signs webhook posts: Meta's, or the dev-mode one."""
+        if self.whatsapp_app_secret is not None:
+            return self.whatsapp_app_secret.get_secret_value()
+        if self.traza_dev and self.dev_secret_path.exists():
+            return self.dev_secret_path.read_text().strip()
+        return None
+
+
+def load_settings() -> Settings:
+    """Read settings, turning a validation error into one line that names the setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        alias = Settings.model_fields[name].alias if name in Settings.model_fields else name
+        raise SettingsError(f"invalid setting {alias or name}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (tests clear the cache with `get_settings.cache_clear()`)."""
+    return load_settings()

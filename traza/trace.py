@@ -1,0 +1,67 @@
+"""Where the trace is written: one row per step, with actor, reason, duration, checkpoint.
+
+Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from traza.db.models import TraceEvent
+
+CUSTOMER = "customer"
+
+
+def bot(name: str) -> str:
+    """Actor name of a bot."""
+    return f"bot:{name}"
+
+
+def human(agent: str) -> str:
+    """Actor name of a human agent."""
+    return f"human:{agent}"
+
+
+def system(name: str) -> str:
+    """Actor name of an internal system or job."""
+    return f"system:{name}"
+
+
+async def record(
+    db: AsyncSession | AsyncConnection,
+    *,
+    conversation_id: int | None,
+    kind: str,
+    actor: str,
+    data: dict[str, Any] | None = None,
+    duration_ms: float | None = None,
+    message_id: int | None = None,
+    thread_id: str | None = None,
+    step: int | None = None,
+    llm: bool = False,
+) -> None:
+    """Append one event to the conversation's trace (in the caller's transaction)."""
+    await db.execute(
+        insert(TraceEvent).values(
+            conversation_id=conversation_id,
+            kind=kind,
+            actor=actor,
+            data=data or {},
+            duration_ms=duration_ms,
+            message_id=message_id,
+            thread_id=thread_id,
+            step=step,
+            llm=llm,
+        )
+    )
+
+
+def pseudonym(value: str | None) -> str:
+    """A stable, non-reversible tag for a phone number or id, safe to put in logs."""
+    if not value:
+        return "-"
+    return "h:" + hashlib.sha256(value.encode()).hexdigest()[:10]
