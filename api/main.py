@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 async def run_worker(*, name: str, concurrency: int) -> None:
     """A procrastinate worker for every traza queue, until cancelled or signalled."""
+    from traza.jobs.tasks import recover
+
     settings = get_settings()
+    # Jobs of workers that died (kill -9, lost machine) are retried before we start.
+    await recover(stalled_after=settings.traza_stalled_seconds)
     await jobs.run_worker_async(
         name=name,
         concurrency=concurrency,
