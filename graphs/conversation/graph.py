@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
+import prompts
 from graphs.conversation.context import Context
 from graphs.conversation.nodes.check_guardrails import check_guardrails
 from graphs.conversation.nodes.classify import classify
@@ -49,3 +50,5 @@ builder.add_conditional_edges("wait_for_human", route_after_wait_for_human)
 builder.add_edge("run_system_action", END)
 
 graph = builder.compile(name="conversation")
+
+prompts.preload()  # file reads happen at import, never inside a run

@@ -5,6 +5,7 @@ The keyword lists are in `prompts/classifier.yaml`; this module only applies the
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,8 +56,8 @@ def detect_language(text: str, fallback: str = "es") -> str:
     """Spanish or English by marker words and Spanish punctuation; `fallback` on a tie."""
     if "¿" in text or "¡" in text or "ñ" in text.lower():
         return "es"
-    words = set(normalise(text).split())
-    scores = {lang: len(words & set(markers)) for lang, markers in _config()["languages"].items()}
+    words = set(re.findall(r"\w+", normalise(text)))
+    scores = {lang: len(words & markers) for lang, markers in _language_markers().items()}
     best: str = max(scores, key=lambda lang: scores[lang])
     if scores[best] == 0 or list(scores.values()).count(scores[best]) > 1:
         return fallback
@@ -65,6 +66,14 @@ def detect_language(text: str, fallback: str = "es") -> str:
 
 def _config() -> dict[str, Any]:
     return prompts.load("classifier")
+
+
+def _language_markers() -> dict[str, set[str]]:
+    """Marker words per language; a multi-word marker ("por favor") counts each word."""
+    return {
+        lang: {word for marker in markers for word in re.findall(r"\w+", normalise(str(marker)))}
+        for lang, markers in _config()["languages"].items()
+    }
 
 
 def classify_turn(

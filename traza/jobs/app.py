@@ -20,3 +20,11 @@ app = procrastinate.App(
     connector=procrastinate.PsycopgConnector(pool_factory=_pool),
     import_paths=["traza.jobs.tasks"],
 )
+
+
+async def ensure_open() -> None:
+    """Open the app's pool if this process has not (e.g. the graph run by `langgraph dev`)."""
+    try:
+        app.connector.pool  # noqa: B018  (raises AppNotOpen until opened)
+    except procrastinate.exceptions.AppNotOpen:
+        await app.open_async()

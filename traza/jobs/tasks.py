@@ -13,11 +13,12 @@ from typing import Any
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
+from procrastinate.jobs import Status
 from sqlalchemy import text
 
 from traza.db.engine import session_scope
-from traza.jobs.app import app
+from traza.jobs.app import app, ensure_open
 from traza.outbound.sender import RetryLater, deliver
 from traza.settings import get_settings
 
@@ -53,6 +54,7 @@ async def schedule_turn(conversation_id: int, *, delay: float | None = None) -> 
     options: dict[str, object] = {"lock": key, "queueing_lock": key}
     if seconds > 0:
         options["schedule_in"] = {"seconds": seconds}
+    await ensure_open()
     try:
         await process_conversation.configure(**options).defer_async(  # type: ignore[arg-type]
             conversation_id=conversation_id
@@ -62,21 +64,26 @@ async def schedule_turn(conversation_id: int, *, delay: float | None = None) -> 
     return True
 
 
+# TRAZA_SEND_MAX_ATTEMPTS (at most 50) decides when a send gives up: on the last
+# attempt a transient error fails the message instead of raising RetryLater, so the
+# job's own limit is only a ceiling.
 @app.task(
     name="deliver_outbox",
     queue=SEND_QUEUE,
-    retry=RetryStrategy(max_attempts=8, exponential_wait=2, retry_exceptions={RetryLater}),
+    retry=RetryStrategy(max_attempts=50, exponential_wait=2, retry_exceptions={RetryLater}),
     pass_context=True,
 )
 async def deliver_outbox(context: JobContext, conversation_id: int) -> None:
     """Send the conversation's queued messages in order."""
     attempts = context.job.attempts or 0
-    await deliver(conversation_id, final_attempt=attempts + 1 >= 8)
+    limit = get_settings().traza_send_max_attempts
+    await deliver(conversation_id, final_attempt=attempts + 1 >= limit)
 
 
 async def schedule_delivery(conversation_id: int) -> None:
     """Queue delivery of a conversation's outbox (one waiting job per conversation)."""
     key = f"send:{conversation_id}"
+    await ensure_open()
     try:
         await deliver_outbox.configure(lock=key, queueing_lock=key).defer_async(
             conversation_id=conversation_id
@@ -96,7 +103,12 @@ async def recover(*, stalled_after: float) -> dict[str, int]:
     """Retry stalled jobs; requeue unprocessed inbound and undelivered outbound messages."""
     stalled = 0
     for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
-        await app.job_manager.retry_job(job)
+        try:
+            await app.job_manager.retry_job(job)
+        except UniqueViolation:
+            # A newer job with the same queueing lock is already waiting and will do the
+            # same work (turns and deliveries read their work from the database).
+            await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
         stalled += 1
     cutoff = datetime.now(UTC) - timedelta(seconds=max(stalled_after, 5))
     async with session_scope() as session:

@@ -33,6 +33,7 @@ from traza.outbound.channels import (
     OutputChannel,
     SendError,
     WhatsAppChannel,
+    validate_buttons,
 )
 from traza.settings import get_settings
 
@@ -117,6 +118,12 @@ async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | st
     conversation = await session.get_one(Conversation, conversation_id)
     contact = await session.get_one(Contact, conversation.contact_id)
     inbox = await session.get_one(Inbox, conversation.inbox_id)
+    if message.status == "sending":
+        # The last attempt died after calling the provider: did Meta accept it? What
+        # Meta accepted was sent, whatever has changed since, so this comes first.
+        adopted = await _adopt_from_status(session, message)
+        if adopted:
+            return "adopted"
     reason = _skip_reason(message, conversation, contact)
     if reason:
         await _finish(session, message, "skipped", reason=reason)
@@ -129,11 +136,6 @@ async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | st
             reason="outside the 24-hour window: free text needs an approved template",
         )
         return "template_required"
-    if message.status == "sending":
-        # The last attempt died after calling the provider: did Meta accept it?
-        adopted = await _adopt_from_status(session, message)
-        if adopted:
-            return "adopted"
     message.status = "sending"
     message.attempts += 1
     return _Next(
@@ -223,15 +225,29 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
 
 async def _call(channel: OutputChannel, item: _Next) -> str:
     if item.kind == "template":
+        name = item.content.get("name")
+        params = item.content.get("params") or []
+        if not name or not isinstance(params, list):
+            raise SendError(
+                None, "invalid template: needs a name and a list of params", retryable=False
+            )
         return await channel.send_template(
             to=item.to,
-            name=str(item.content["name"]),
+            name=str(name),
             language=str(item.content.get("language") or "es"),
-            params=[str(p) for p in item.content.get("params", [])],
+            params=[str(p) for p in params],
             callback=item.key,
         )
     if item.kind == "interactive":
-        buttons = [Button(id=b["id"], title=b["title"]) for b in item.content.get("buttons", [])]
+        try:
+            buttons = [
+                Button(id=str(b["id"]), title=str(b["title"]))
+                for b in item.content.get("buttons") or []
+            ]
+            validate_buttons(buttons)
+        except (KeyError, TypeError, ValueError) as exc:
+            # A malformed message can never be sent: fail it, or it blocks the outbox.
+            raise SendError(None, f"invalid reply buttons: {exc}", retryable=False) from None
         return await channel.send_buttons(
             to=item.to, body=item.text, buttons=buttons, callback=item.key
         )
