@@ -25,6 +25,6 @@ app = procrastinate.App(
 async def ensure_open() -> None:
     """Open the app's pool if this process has not (e.g. the graph run by `langgraph dev`)."""
     try:
-        app.connector.pool  # noqa: B018  (raises AppNotOpen until opened)
+        app.connector.pool  # type: ignore[attr-defined]  # noqa: B018  (AppNotOpen until opened)
     except procrastinate.exceptions.AppNotOpen:
         await app.open_async()
