@@ -14,6 +14,7 @@ from langgraph.types import Command
 from sqlalchemy import text
 
 from graphs.conversation.context import Context
+from graphs.conversation.tracing import flush, turn_scope
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import get_engine, session_scope
@@ -88,8 +89,27 @@ async def run_turn(conversation_id: int) -> str:
             ]
             thread_id = conversation.thread_id
         graph = await conversation_graph()
-        await graph.ainvoke({"turn": turn}, config=thread_config(thread_id), context=run_context())
+        with turn_scope() as scope:
+            await graph.ainvoke(
+                {"turn": turn}, config=thread_config(thread_id), context=run_context()
+            )
+            if scope.events:  # a path that ended without writing (nothing to send)
+                async with session_scope() as session:
+                    await flush(session)
+        await deliver_now(scope.deliveries)
         return f"turn over {len(turn)} message(s)"
+
+
+async def deliver_now(conversation_ids: set[int]) -> None:
+    """Deliver what the turn queued in this job; a transient failure becomes a retried job."""
+    from traza.jobs.tasks import schedule_delivery
+    from traza.outbound.sender import RetryLater, deliver
+
+    for cid in sorted(conversation_ids):
+        try:
+            await deliver(cid)
+        except RetryLater:
+            await schedule_delivery(cid)
 
 
 async def waiting_interrupts(thread_id: str) -> list[Any]:

@@ -11,7 +11,6 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
-from traza.db.engine import session_scope
 from traza.decisions.routing import RoutingInputs, decide
 
 
@@ -31,13 +30,11 @@ async def decide_route(state: ConversationState, runtime: Runtime[Context]) -> d
             unknown_streak=state.get("unknown_streak", 0),
         )
     )
-    async with session_scope() as session:
-        await record_step(
-            session,
-            conversation_id=state["conversation_id"],
-            kind="routing.decision",
-            actor=trace.bot(runtime.context.bot_name),
-            data=decision.as_dict(),
-            started=started,
-        )
+    await record_step(
+        conversation_id=state["conversation_id"],
+        kind="routing.decision",
+        actor=trace.bot(runtime.context.bot_name),
+        data=decision.as_dict(),
+        started=started,
+    )
     return {"decision": decision.as_dict()}

@@ -11,7 +11,7 @@ from sqlalchemy import update
 import prompts
 from graphs.conversation.context import Context
 from graphs.conversation.state import RECENT_WINDOW, ConversationState
-from graphs.conversation.tracing import record_step
+from graphs.conversation.tracing import flush, record_step
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
@@ -28,6 +28,7 @@ async def hand_off_to_human(state: ConversationState, runtime: Runtime[Context])
     ids = [i["id"] for i in state.get("turn") or []]
     bot = trace.bot(runtime.context.bot_name)
     async with session_scope() as session:
+        await flush(session)
         handoff = await repo.open_handoff(session, cid)
         created = handoff is None
         if handoff is None:

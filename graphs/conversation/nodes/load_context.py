@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import RECENT_WINDOW, ConversationState, InboundItem
@@ -17,23 +18,38 @@ from traza.conversations import repository as repo
 from traza.db.engine import session_scope
 from traza.db.models import Message
 
+CONTEXT_SQL = text(
+    """
+    SELECT c.id, c.owner, c.last_inbound_at, ct.profile_name, ct.locale, ct.opted_out_at,
+           (SELECT h.id FROM handoffs h
+             WHERE h.conversation_id = c.id AND h.status IN ('open', 'assigned')) AS handoff_id
+      FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+     WHERE c.thread_id = :thread_id
+    """
+)
+
 
 async def load_context(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Read the conversation from the database and store Studio-typed messages."""
+    """Read the conversation from the database (and store messages typed in Studio)."""
     started = time.perf_counter()
     tid = thread_id()
     async with session_scope() as session:
-        conversation = await repo.conversation_by_thread(session, tid)
-        if conversation is None:
-            conversation = await repo.studio_conversation(session, tid)
-        contact, _ = await repo.contact_and_inbox(session, conversation)
-        turn = [await _stored(session, conversation.id, item) for item in state.get("turn") or []]
-        if turn and any("id" not in i for i in state.get("turn") or []):
-            conversation.last_inbound_at = datetime.now(UTC)
+        row = (await session.execute(CONTEXT_SQL, {"thread_id": tid})).first()
+        if row is None:  # a thread started from LangGraph Studio
+            await repo.studio_conversation(session, tid)
+            row = (await session.execute(CONTEXT_SQL, {"thread_id": tid})).one()
+        turn = [await _stored(session, row.id, item) for item in state.get("turn") or []]
+        last_inbound_at = row.last_inbound_at
+        if any("id" not in i for i in state.get("turn") or []):
+            last_inbound_at = datetime.now(UTC)
+            await session.execute(
+                text("UPDATE conversations SET last_inbound_at = :at WHERE id = :id"),
+                {"at": last_inbound_at, "id": row.id},
+            )
         # A retried turn may find messages a previous attempt already consumed.
         ids = [i["id"] for i in turn]
         if ids:
-            unprocessed = set(
+            fresh = set(
                 (
                     await session.execute(
                         select(Message.id).where(
@@ -42,39 +58,34 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
                     )
                 ).scalars()
             )
-            turn = [i for i in turn if i["id"] in unprocessed]
-        handoff = await repo.open_handoff(session, conversation.id)
+            turn = [i for i in turn if i["id"] in fresh]
         recent = await repo.recent_messages(
-            session,
-            conversation.id,
-            limit=RECENT_WINDOW,
-            before_id=min(ids) if ids else None,
+            session, row.id, limit=RECENT_WINDOW, before_id=min(ids) if ids else None
         )
-        in_window = repo.in_service_window(conversation.last_inbound_at)
+    if turn:
         await record_step(
-            session,
-            conversation_id=conversation.id,
+            conversation_id=row.id,
             kind="turn.started",
             actor=trace.bot(runtime.context.bot_name),
-            data={"messages": [i["id"] for i in turn], "owner": conversation.owner},
+            data={"messages": [i["id"] for i in turn], "owner": row.owner},
             started=started,
         )
     return {
         "turn": turn,
-        "conversation_id": conversation.id,
-        "contact_name": contact.profile_name,
-        "language": contact.locale or state.get("language") or "es",
-        "owner": conversation.owner,
-        "opted_out": contact.opted_out_at is not None,
-        "in_window": in_window,
-        "handoff_id": handoff.id if handoff else None,
+        "conversation_id": row.id,
+        "contact_name": row.profile_name,
+        "language": row.locale or state.get("language") or "es",
+        "owner": row.owner,
+        "opted_out": row.opted_out_at is not None,
+        "in_window": repo.in_service_window(last_inbound_at),
+        "handoff_id": row.handoff_id,
         "recent": recent,
         "draft": None,
         "guardrail": None,
     }
 
 
-async def _stored(session: Any, conversation_id: int, item: InboundItem) -> InboundItem:
+async def _stored(session: AsyncSession, conversation_id: int, item: InboundItem) -> InboundItem:
     """Messages typed in Studio have no row yet: store them like webhook messages."""
     if "id" in item:
         return item

@@ -12,7 +12,7 @@ from sqlalchemy import select
 import prompts
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import record_step
+from graphs.conversation.tracing import flush, record_step
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
@@ -30,6 +30,7 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
     actor = trace.system(action or "unknown")
     queued = False
     async with session_scope() as session:
+        await flush(session)
         data: dict[str, Any] = {"action": action, "rule": state["decision"]["rule"]}
         if action == "opt_out":
             contact = (

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import record_step
+from graphs.conversation.tracing import flush, record_step
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
@@ -27,6 +27,7 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     ids = [i["id"] for i in state.get("turn") or []]
     actor = trace.bot(runtime.context.bot_name)
     async with session_scope() as session:
+        await flush(session)
         message_id = await queue_message(
             session,
             conversation_id=state["conversation_id"],

@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import record_step
+from graphs.conversation.tracing import flush, record_step
 from traza import trace
 from traza.db.engine import session_scope
 from traza.db.models import Conversation, Handoff
@@ -82,6 +82,7 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
         response.get("type") == "ignore" or response.get("return_to_bot") or response.get("resolve")
     )
     async with session_scope() as session:
+        await flush(session)
         message_id = None
         if text:
             message_id = await queue_message(
