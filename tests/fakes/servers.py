@@ -58,6 +58,7 @@ class GraphAPI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     errors: list[tuple[int, int, str]] = field(default_factory=list)
     token: str = "test-token"
+    delay: float = 0.0  # seconds before answering (a slow or timed-out Graph API)
 
     def fail_next(self, code: int, title: str = "error", *, http_status: int = 400, times: int = 1):
         for _ in range(times):
@@ -69,13 +70,17 @@ class GraphAPI:
         @app.post("/{phone_number_id}/messages")
         async def messages(phone_number_id: str, request: Request) -> JSONResponse:
             body = await request.json()
+            wamid = f"wamid.out.{uuid.uuid4().hex}"
             self.requests.append(
                 {
                     "phone_number_id": phone_number_id,
                     "authorization": request.headers.get("authorization"),
                     "body": body,
+                    "wamid": wamid,  # the id a successful send answers with
                 }
             )
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 return JSONResponse(
                     {"error": {"code": 190, "message": "Invalid OAuth access token"}}, 401
@@ -91,7 +96,7 @@ class GraphAPI:
                 {
                     "messaging_product": "whatsapp",
                     "contacts": [{"input": body.get("to"), "wa_id": body.get("to")}],
-                    "messages": [{"id": f"wamid.out.{uuid.uuid4().hex}"}],
+                    "messages": [{"id": wamid}],
                 }
             )
 

@@ -28,11 +28,16 @@ MAX_BUTTON_TITLE = 20
 class SendError(Exception):
     """The provider refused or failed a send."""
 
-    def __init__(self, code: int | None, title: str, *, retryable: bool) -> None:
+    def __init__(
+        self, code: int | None, title: str, *, retryable: bool, maybe_sent: bool = False
+    ) -> None:
         super().__init__(f"{code}: {title}")
         self.code = code
         self.title = title
         self.retryable = retryable
+        # The request may have reached the provider (e.g. a read timeout): Meta may
+        # have accepted it, so a retry must first look for its status webhook.
+        self.maybe_sent = maybe_sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +99,12 @@ class WhatsAppChannel:
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             response = await self._client.post(self._url, json=body, headers=self._headers)
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise SendError(
+                None, f"transport: {type(exc).__name__}", retryable=True, maybe_sent=True
+            ) from None
         try:
             data: dict[str, Any] = response.json()
         except ValueError:

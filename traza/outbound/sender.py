@@ -267,8 +267,12 @@ async def _record_error(item: _Next, exc: SendError, channel: str, *, final_atte
             "attempt": message.attempts,
         }
         if retry:
-            message.status = "queued"
+            # An answer lost in transit leaves the message 'sending': the retry adopts
+            # it if Meta's status webhook (with our callback data) came back meanwhile.
+            message.status = "sending" if exc.maybe_sent else "queued"
             data["will_retry"] = True
+            if exc.maybe_sent:
+                data["outcome"] = "unknown: the provider may have accepted it"
         elif exc.code == OUTSIDE_WINDOW:
             message.status = "template_required"
             message.failed_at = datetime.now(UTC)
