@@ -23,6 +23,7 @@ from traza.runtime import conversation_graph, thread_config
 from traza.settings import get_settings
 
 LOCK_NAMESPACE = 7301
+RETRY_DELAY_SECONDS = 2.0  # first retry of a send that failed inside the turn
 
 
 class ConversationNotFound(LookupError):
@@ -109,7 +110,7 @@ async def deliver_now(conversation_ids: set[int]) -> None:
         try:
             await deliver(cid)
         except RetryLater:
-            await schedule_delivery(cid)
+            await schedule_delivery(cid, delay=RETRY_DELAY_SECONDS)
 
 
 async def waiting_interrupts(thread_id: str) -> list[Any]:

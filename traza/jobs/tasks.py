@@ -17,6 +17,7 @@ from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
 from procrastinate.jobs import Status
 from sqlalchemy import text
 
+from graphs.conversation.tracing import current_scope
 from traza.db.engine import session_scope
 from traza.jobs.app import app, ensure_open
 from traza.outbound.sender import RetryLater, deliver
@@ -80,14 +81,23 @@ async def deliver_outbox(context: JobContext, conversation_id: int) -> None:
     await deliver(conversation_id, final_attempt=attempts + 1 >= limit)
 
 
-async def schedule_delivery(conversation_id: int) -> None:
-    """Queue delivery of a conversation's outbox (one waiting job per conversation)."""
+async def schedule_delivery(conversation_id: int, *, delay: float = 0) -> None:
+    """Queue delivery of a conversation's outbox (one waiting job per conversation).
+
+    Inside a worker turn the turn's own job delivers right after the graph run (no
+    second job); everywhere else a `deliver_outbox` job is queued.
+    """
+    scope = current_scope()
+    if scope is not None:
+        scope.deliveries.add(conversation_id)
+        return
     key = f"send:{conversation_id}"
     await ensure_open()
+    options: dict[str, Any] = {"lock": key, "queueing_lock": key}
+    if delay > 0:
+        options["schedule_in"] = {"seconds": delay}
     try:
-        await deliver_outbox.configure(lock=key, queueing_lock=key).defer_async(
-            conversation_id=conversation_id
-        )
+        await deliver_outbox.configure(**options).defer_async(conversation_id=conversation_id)
     except AlreadyEnqueued:
         pass
 
