@@ -17,4 +17,6 @@ def is_valid(body: bytes, header: str | None, secret: str) -> bool:
     """Constant-time check of the header against the body's HMAC."""
     if not header or not header.startswith(PREFIX):
         return False
-    return hmac.compare_digest(sign(body, secret), header.strip())
+    # Compared as bytes: `compare_digest` refuses non-ASCII str (headers arrive latin-1).
+    given = header.strip().encode("utf-8", "replace")
+    return hmac.compare_digest(sign(body, secret).encode(), given)

@@ -6,8 +6,10 @@ statuses on (message id, status), and statuses only ever move a message forward.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -39,6 +41,7 @@ class StoreResult:
     duplicate_messages: int = 0
     new_statuses: int = 0
     conversations_to_run: set[int] = field(default_factory=set)
+    inboxes: dict[str, int] = field(default_factory=dict)
 
 
 _inbox_cache: dict[str, int] = {}
@@ -51,16 +54,42 @@ UPSERT_INBOX = text(
       SET display_phone_number = COALESCE(EXCLUDED.display_phone_number,
                                           inboxes.display_phone_number),
           waba_id = COALESCE(EXCLUDED.waba_id, inboxes.waba_id)
-    RETURNING id
+    RETURNING id, (xmax = 0) AS inserted
     """
 )
 UPSERT_CONTACT_BY_WA_ID = text(
     """
-    INSERT INTO contacts (wa_id, bsuid, profile_name) VALUES (:wa_id, :bsuid, :name)
+    INSERT INTO contacts (wa_id, profile_name) VALUES (:wa_id, :name)
     ON CONFLICT (wa_id) DO UPDATE
-      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
-          bsuid = COALESCE(contacts.bsuid, EXCLUDED.bsuid)
+      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name)
     RETURNING id
+    """
+)
+INSERT_CONTACT_WITH_BOTH_IDS = text(
+    """
+    INSERT INTO contacts (wa_id, bsuid, profile_name) VALUES (:wa_id, :bsuid, :name)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+    """
+)
+# The contact already known by either id; the phone number's wins if they differ.
+FIND_CONTACT_BY_EITHER_ID = text(
+    """
+    SELECT id FROM contacts WHERE wa_id = :wa_id OR bsuid = :bsuid
+    ORDER BY (wa_id = :wa_id) IS TRUE DESC, id
+    LIMIT 1
+    """
+)
+# Learn the id we did not know yet, unless another contact already holds it.
+COMPLETE_CONTACT = text(
+    """
+    UPDATE contacts SET
+      profile_name = COALESCE(:name, profile_name),
+      wa_id = COALESCE(wa_id, CASE WHEN NOT EXISTS (
+                SELECT 1 FROM contacts other WHERE other.wa_id = :wa_id) THEN :wa_id END),
+      bsuid = COALESCE(bsuid, CASE WHEN NOT EXISTS (
+                SELECT 1 FROM contacts other WHERE other.bsuid = :bsuid) THEN :bsuid END)
+    WHERE id = :id
     """
 )
 UPSERT_CONTACT_BY_BSUID = text(
@@ -130,28 +159,76 @@ async def store_webhook(
         {"body": body, "sig": signature, "m": len(parsed.messages), "s": len(parsed.statuses)},
     )
     result = StoreResult(event_id=row.scalar_one())
+    # Rows are locked in one order (inboxes, contacts, conversations, then messages and
+    # statuses, each sorted by key) so that concurrent deliveries of overlapping batches
+    # wait for each other instead of deadlocking. Messages keep Meta's order.
+    conversations = await _open_conversations(conn, parsed.messages, result)
     for message in parsed.messages:
-        await _store_message(conn, message, result)
-    for status in parsed.statuses:
+        await _store_message(conn, message, conversations[_sender(message)], result)
+    for status in sorted(parsed.statuses, key=_status_order):
         await _store_status(conn, status, result)
     return result
 
 
-async def _inbox_id(conn: AsyncConnection, message: InboundMessage) -> int:
-    cached = _inbox_cache.get(message.phone_number_id)
-    if cached is not None:
-        return cached
-    inbox_id: int = (
+def _status_order(status: StatusUpdate) -> tuple[str, int, str]:
+    return (status.wa_message_id, STATUS_RANK.get(status.status, -1), status.status)
+
+
+def _sender(message: InboundMessage) -> tuple[str, str, str]:
+    return (message.phone_number_id, message.wa_id or "", message.bsuid or "")
+
+
+async def _open_conversations(
+    conn: AsyncConnection, messages: list[InboundMessage], result: StoreResult
+) -> dict[tuple[str, str, str], int]:
+    """The open conversation of every (inbox, contact) the messages come from."""
+    first: dict[tuple[str, str, str], InboundMessage] = {}
+    latest: dict[tuple[str, str, str], datetime | None] = {}
+    for message in messages:
+        key = _sender(message)
+        first.setdefault(key, message)
+        at = None if message.type in SILENT_TYPES else message.timestamp
+        latest[key] = max(filter(None, (latest.get(key), at)), default=None)
+    inboxes = {key[0]: await _inbox_id(conn, first[key], result) for key in sorted(first)}
+    people: dict[tuple[str, str], int] = {}
+    for key in sorted(first, key=lambda key: key[1:]):
+        if key[1:] not in people:
+            people[key[1:]] = await _contact_id(conn, first[key])
+    pairs = sorted((inboxes[key[0]], people[key[1:]], key) for key in first)
+    conversations: dict[tuple[str, str, str], int] = {}
+    for inbox_id, contact_id, key in pairs:
+        conversations[key] = (
+            await conn.execute(
+                UPSERT_CONVERSATION,
+                {
+                    "inbox_id": inbox_id,
+                    "contact_id": contact_id,
+                    "thread_id": str(uuid.uuid4()),
+                    "at": latest[key],
+                },
+            )
+        ).scalar_one()
+    return conversations
+
+
+async def _inbox_id(conn: AsyncConnection, message: InboundMessage, result: StoreResult) -> int:
+    pnid = message.phone_number_id
+    known = result.inboxes.get(pnid) or _inbox_cache.get(pnid)
+    if known is not None:
+        return known
+    row = (
         await conn.execute(
             UPSERT_INBOX,
-            {
-                "pnid": message.phone_number_id,
-                "display": message.display_phone_number,
-                "waba": message.waba_id,
-            },
+            {"pnid": pnid, "display": message.display_phone_number, "waba": message.waba_id},
         )
-    ).scalar_one()
-    _inbox_cache[message.phone_number_id] = inbox_id
+    ).one()
+    inbox_id: int = row.id
+    result.inboxes[pnid] = inbox_id
+    if not row.inserted:
+        # Committed before this transaction began: safe to share with other requests.
+        # An inbox this transaction inserted is not, until it commits (it may roll
+        # back); the next webhook for the number finds it and remembers it.
+        _inbox_cache[pnid] = inbox_id
     return inbox_id
 
 
@@ -160,35 +237,29 @@ def forget_cached_inboxes() -> None:
     _inbox_cache.clear()
 
 
-async def _store_message(
-    conn: AsyncConnection, message: InboundMessage, result: StoreResult
-) -> None:
-    import json
+async def _contact_id(conn: AsyncConnection, message: InboundMessage) -> int:
+    """The contact who sent the message, created or completed with what it tells us.
 
-    inbox_id = await _inbox_id(conn, message)
-    if message.wa_id:
-        contact_stmt, params = (
-            UPSERT_CONTACT_BY_WA_ID,
-            {"wa_id": message.wa_id, "bsuid": message.bsuid, "name": message.profile_name},
-        )
-    else:
-        contact_stmt, params = (
-            UPSERT_CONTACT_BY_BSUID,
-            {"bsuid": message.bsuid, "name": message.profile_name},
-        )
-    contact_id: int = (await conn.execute(contact_stmt, params)).scalar_one()
+    Meta identifies a person by phone number (`wa_id`), by business-scoped user id
+    (`bsuid`, for people who hide their number behind a username) or by both.
+    """
+    params = {"wa_id": message.wa_id, "bsuid": message.bsuid, "name": message.profile_name}
+    if not (message.wa_id and message.bsuid):
+        stmt = UPSERT_CONTACT_BY_WA_ID if message.wa_id else UPSERT_CONTACT_BY_BSUID
+        contact_id: int = (await conn.execute(stmt, params)).scalar_one()
+        return contact_id
+    inserted = (await conn.execute(INSERT_CONTACT_WITH_BOTH_IDS, params)).scalar_one_or_none()
+    if inserted is not None:
+        return int(inserted)
+    contact_id = (await conn.execute(FIND_CONTACT_BY_EITHER_ID, params)).scalar_one()
+    await conn.execute(COMPLETE_CONTACT, params | {"id": contact_id})
+    return contact_id
+
+
+async def _store_message(
+    conn: AsyncConnection, message: InboundMessage, conversation_id: int, result: StoreResult
+) -> None:
     silent = message.type in SILENT_TYPES
-    conversation_id: int = (
-        await conn.execute(
-            UPSERT_CONVERSATION,
-            {
-                "inbox_id": inbox_id,
-                "contact_id": contact_id,
-                "thread_id": str(uuid.uuid4()),
-                "at": None if silent else message.timestamp,
-            },
-        )
-    ).scalar_one()
     inserted = (
         await conn.execute(
             INSERT_MESSAGE,
