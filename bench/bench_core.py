@@ -156,7 +156,8 @@ async def turns_section(url: str, turns: int) -> dict[str, float]:
 
 
 async def bare_loop(turns: int) -> float:
-    """The same decisions as graph nodes, checkpointed to Postgres; no trace, no outbox."""
+    """The same six nodes and decisions, checkpointed to Postgres; no database reads or
+    writes of its own (no messages, trace, outbox, jobs or locks)."""
     from typing import TypedDict
 
     from langgraph.graph import END, START, StateGraph
@@ -173,6 +174,9 @@ async def bare_loop(turns: int) -> float:
         d: dict[str, Any]
         draft: str
         ok: bool
+
+    async def load_context(s: S) -> dict[str, Any]:
+        return {"text": s["text"]}
 
     async def classify(s: S) -> dict[str, Any]:
         return {"c": classify_turn([s["text"]]).as_dict()}
@@ -192,14 +196,19 @@ async def bare_loop(turns: int) -> float:
     async def check_guardrails(s: S) -> dict[str, Any]:
         return {"ok": check_reply(s["draft"]).allowed}
 
+    async def send_reply(s: S) -> dict[str, Any]:
+        return {"text": ""}
+
     builder = StateGraph(S)
-    for fn in (classify, decide_route, write_reply, check_guardrails):
+    for fn in (load_context, classify, decide_route, write_reply, check_guardrails, send_reply):
         builder.add_node(fn)
-    builder.add_edge(START, "classify")
+    builder.add_edge(START, "load_context")
+    builder.add_edge("load_context", "classify")
     builder.add_edge("classify", "decide_route")
     builder.add_edge("decide_route", "write_reply")
     builder.add_edge("write_reply", "check_guardrails")
-    builder.add_edge("check_guardrails", END)
+    builder.add_edge("check_guardrails", "send_reply")
+    builder.add_edge("send_reply", END)
     checkpointer = (await conversation_graph()).checkpointer
     graph = builder.compile(checkpointer=checkpointer)
     gate = asyncio.Semaphore(8)
@@ -268,6 +277,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10, help="seconds per load step")
     parser.add_argument("--turns", type=int, default=400, help="conversations for turns/s")
+    parser.add_argument(
+        "--skip-ack", action="store_true", help="only the turns and checkpoint sections"
+    )
     args = parser.parse_args()
 
     with scratch_database() as url:
@@ -283,19 +295,20 @@ def main() -> None:
         asyncio.run(upgrade(url))
         print(f"cpus={os.cpu_count()} database={url.split('@')[-1]}", flush=True)
 
-        ack = asyncio.run(ack_section(url, args.seconds))
-        t, b = ack["traza"], ack["bare"]
-        print("\nWebhook ack (one uvicorn process, no worker)")
-        print(f"{'':24}{'traza':>12}{'bare':>12}{'ratio':>8}")
-        for rate in (100, 300):
-            for key in ("p50_ms", "p99_ms"):
-                print(
-                    f"{rate} msg/s {key:<15}{t[rate][key]:12.2f}{b[rate][key]:12.2f}"
-                    f"{b[rate][key] / t[rate][key]:8.2f}"
-                )
-            print(f"{rate} msg/s errors{'':9}{t[rate]['errors']:12d}{b[rate]['errors']:12d}")
-        ratio = t["max"] / b["max"]
-        print(f"max sustained req/s{'':5}{t['max']:12.1f}{b['max']:12.1f}{ratio:8.2f}")
+        if not args.skip_ack:
+            ack = asyncio.run(ack_section(url, args.seconds))
+            t, b = ack["traza"], ack["bare"]
+            print("\nWebhook ack (one uvicorn process, no worker)")
+            print(f"{'':24}{'traza':>12}{'bare':>12}{'ratio':>8}")
+            for rate in (100, 300):
+                for key in ("p50_ms", "p99_ms"):
+                    print(
+                        f"{rate} msg/s {key:<15}{t[rate][key]:12.2f}{b[rate][key]:12.2f}"
+                        f"{b[rate][key] / t[rate][key]:8.2f}"
+                    )
+                print(f"{rate} msg/s errors{'':9}{t[rate]['errors']:12d}{b[rate]['errors']:12d}")
+            ratio = t["max"] / b["max"]
+            print(f"max sustained req/s{'':5}{t['max']:12.1f}{b['max']:12.1f}{ratio:8.2f}")
 
         with psycopg.connect(url, autocommit=True) as conn:  # start the next sections clean
             conn.execute(

@@ -114,22 +114,3 @@ async def mark_processed(
         .where(Message.id.in_(message_ids), Message.processed_at.is_(None))
         .values(**values)
     )
-
-
-async def recent_messages(
-    session: AsyncSession, conversation_id: int, *, limit: int, before_id: int | None = None
-) -> list[dict[str, Any]]:
-    """The last `limit` messages (oldest first) as small dicts for state and prompts."""
-    query = select(Message).where(Message.conversation_id == conversation_id)
-    if before_id is not None:
-        query = query.where(Message.id < before_id)
-    rows = (await session.execute(query.order_by(Message.id.desc()).limit(limit))).scalars()
-    out = [
-        {
-            "who": "customer" if m.direction == "in" else m.actor,
-            "type": m.type,
-            "text": (m.text or "")[:500],
-        }
-        for m in rows
-    ]
-    return list(reversed(out))

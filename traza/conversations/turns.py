@@ -6,23 +6,22 @@ worker never run the same thread at once, on any machine.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from langgraph.types import Command
-from sqlalchemy import text
 
 from graphs.conversation.context import Context
 from graphs.conversation.tracing import flush, turn_scope
 from traza import trace
 from traza.conversations import repository as repo
-from traza.db.engine import get_engine, session_scope
+from traza.db import locks
+from traza.db.engine import session_scope
+from traza.db.locks import advisory_lock
 from traza.db.models import Conversation
 from traza.runtime import conversation_graph, thread_config
 from traza.settings import get_settings
 
-LOCK_NAMESPACE = 7301
 RETRY_DELAY_SECONDS = 2.0  # first retry of a send that failed inside the turn
 
 
@@ -34,21 +33,9 @@ class NotWaitingForHuman(RuntimeError):
     """The conversation is not paused for a human, so there is nothing to resume."""
 
 
-@asynccontextmanager
-async def conversation_lock(conversation_id: int) -> AsyncIterator[None]:
-    """A PostgreSQL advisory lock on the conversation, held on its own connection."""
-    async with get_engine().connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(
-            text("SELECT pg_advisory_lock(:ns, :id)"), {"ns": LOCK_NAMESPACE, "id": conversation_id}
-        )
-        try:
-            yield
-        finally:
-            await conn.execute(
-                text("SELECT pg_advisory_unlock(:ns, :id)"),
-                {"ns": LOCK_NAMESPACE, "id": conversation_id},
-            )
+def conversation_lock(conversation_id: int) -> AbstractAsyncContextManager[None]:
+    """The conversation's advisory lock: one graph run at a time, on any machine."""
+    return advisory_lock(locks.CONVERSATION, conversation_id)
 
 
 def run_context() -> Context:

@@ -49,7 +49,9 @@ def get_engine() -> AsyncEngine:
         _engine = create_async_engine(
             sqlalchemy_url(),
             pool_size=settings.traza_db_pool_size,
-            max_overflow=settings.traza_db_pool_size,
+            # Each running job may hold a conversation lock, a delivery lock and a
+            # session at once: leave room so they never starve each other.
+            max_overflow=settings.traza_db_pool_size + 3 * settings.traza_worker_concurrency,
             pool_pre_ping=False,
             # Prepared statements do not survive PgBouncer in transaction mode.
             connect_args={"prepare_threshold": None},

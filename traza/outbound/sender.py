@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import trace
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
+from traza.db import locks
 from traza.db.engine import session_scope
+from traza.db.locks import advisory_lock
 from traza.db.models import Contact, Conversation, Inbox, Message, MessageStatus
 from traza.ingest.payload import StatusUpdate
 from traza.ingest.store import apply_status
@@ -89,14 +91,16 @@ class _Next:
 async def deliver(conversation_id: int, *, final_attempt: bool = False) -> int:
     """Send every queued message of the conversation; return how many were sent."""
     sent = 0
-    while True:
-        async with session_scope() as session:
-            claimed = await _claim_next(session, conversation_id)
-        if claimed is None:
-            return sent
-        if isinstance(claimed, str):
-            continue  # skipped or resolved without sending; look at the next one
-        sent += await _send_one(claimed, final_attempt=final_attempt)
+    # A turn's own job and a retried delivery job may both reach here: one at a time.
+    async with advisory_lock(locks.DELIVERY, conversation_id):
+        while True:
+            async with session_scope() as session:
+                claimed = await _claim_next(session, conversation_id)
+            if claimed is None:
+                return sent
+            if isinstance(claimed, str):
+                continue  # skipped or resolved without sending; look at the next one
+            sent += await _send_one(claimed, final_attempt=final_attempt)
 
 
 async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | str | None:
@@ -115,9 +119,14 @@ async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | st
     ).scalar_one_or_none()
     if message is None:
         return None
-    conversation = await session.get_one(Conversation, conversation_id)
-    contact = await session.get_one(Contact, conversation.contact_id)
-    inbox = await session.get_one(Inbox, conversation.inbox_id)
+    conversation, contact, inbox = (
+        await session.execute(
+            select(Conversation, Contact, Inbox)
+            .join(Contact, Contact.id == Conversation.contact_id)
+            .join(Inbox, Inbox.id == Conversation.inbox_id)
+            .where(Conversation.id == conversation_id)
+        )
+    ).one()
     if message.status == "sending":
         # The last attempt died after calling the provider: did Meta accept it? What
         # Meta accepted was sent, whatever has changed since, so this comes first.

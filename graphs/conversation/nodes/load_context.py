@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphs.conversation.context import Context
@@ -18,11 +18,19 @@ from traza.conversations import repository as repo
 from traza.db.engine import session_scope
 from traza.db.models import Message
 
+# One round trip: the conversation, its contact, its open handoff and its last messages
+# before this turn.
 CONTEXT_SQL = text(
     """
     SELECT c.id, c.owner, c.last_inbound_at, ct.profile_name, ct.locale, ct.opted_out_at,
            (SELECT h.id FROM handoffs h
-             WHERE h.conversation_id = c.id AND h.status IN ('open', 'assigned')) AS handoff_id
+             WHERE h.conversation_id = c.id AND h.status IN ('open', 'assigned')) AS handoff_id,
+           (SELECT coalesce(json_agg(r ORDER BY r.id), '[]'::json) FROM (
+               SELECT m.id, m.direction, m.actor, m.type, left(m.text, 500) AS text
+                 FROM messages m
+                WHERE m.conversation_id = c.id
+                  AND (CAST(:before AS bigint) IS NULL OR m.id < CAST(:before AS bigint))
+                ORDER BY m.id DESC LIMIT :window) r) AS recent
       FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
      WHERE c.thread_id = :thread_id
     """
@@ -33,35 +41,32 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
     """Read the conversation from the database (and store messages typed in Studio)."""
     started = time.perf_counter()
     tid = thread_id()
+    items = state.get("turn") or []
+    # Workers pass the stored, unprocessed messages (selected under the conversation lock);
+    # Studio passes bare texts, stored here first.
+    before = min((i["id"] for i in items if "id" in i), default=None)
+    params = {"thread_id": tid, "before": before, "window": RECENT_WINDOW}
     async with session_scope() as session:
-        row = (await session.execute(CONTEXT_SQL, {"thread_id": tid})).first()
+        row = (await session.execute(CONTEXT_SQL, params)).first()
         if row is None:  # a thread started from LangGraph Studio
             await repo.studio_conversation(session, tid)
-            row = (await session.execute(CONTEXT_SQL, {"thread_id": tid})).one()
-        turn = [await _stored(session, row.id, item) for item in state.get("turn") or []]
+            row = (await session.execute(CONTEXT_SQL, params)).one()
+        turn = [await _stored(session, row.id, item) for item in items]
         last_inbound_at = row.last_inbound_at
-        if any("id" not in i for i in state.get("turn") or []):
+        if any("id" not in i for i in items):
             last_inbound_at = datetime.now(UTC)
             await session.execute(
                 text("UPDATE conversations SET last_inbound_at = :at WHERE id = :id"),
                 {"at": last_inbound_at, "id": row.id},
             )
-        # A retried turn may find messages a previous attempt already consumed.
-        ids = [i["id"] for i in turn]
-        if ids:
-            fresh = set(
-                (
-                    await session.execute(
-                        select(Message.id).where(
-                            Message.id.in_(ids), Message.processed_at.is_(None)
-                        )
-                    )
-                ).scalars()
-            )
-            turn = [i for i in turn if i["id"] in fresh]
-        recent = await repo.recent_messages(
-            session, row.id, limit=RECENT_WINDOW, before_id=min(ids) if ids else None
-        )
+    recent = [
+        {
+            "who": "customer" if r["direction"] == "in" else r["actor"],
+            "type": r["type"],
+            "text": r["text"] or "",
+        }
+        for r in row.recent
+    ]
     if turn:
         await record_step(
             conversation_id=row.id,
