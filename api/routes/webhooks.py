@@ -21,7 +21,6 @@ from traza.db.engine import get_engine
 from traza.ingest import signature
 from traza.ingest.payload import MalformedBody, PayloadError, decode, parse
 from traza.ingest.store import store_webhook
-from traza.jobs.tasks import schedule_turn
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -81,13 +80,14 @@ async def receive(request: Request, settings: SettingsDep) -> dict[str, Any]:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a WhatsApp payload: {exc}"
         ) from None
-    async with get_engine().begin() as conn:
-        result = await store_webhook(conn, body=body, signature=header, parsed=parsed)
-    for conversation_id in sorted(result.conversations_to_run):
-        try:
-            await schedule_turn(conversation_id)
-        except Exception:  # stored durably: the sweep job queues it within a minute
-            log.exception("could not queue conversation %s; the sweep will", conversation_id)
+    async with get_engine().begin() as conn:  # messages and their turn jobs commit together
+        result = await store_webhook(
+            conn,
+            body=body,
+            signature=header,
+            parsed=parsed,
+            coalesce_seconds=settings.traza_coalesce_seconds,
+        )
     metrics.MESSAGES_IN.inc(result.new_messages)
     metrics.DUPLICATES.inc(result.duplicate_messages)
     metrics.STATUSES.inc(result.new_statuses)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza import trace
 from traza.ingest.payload import SILENT_TYPES, InboundMessage, ParsedPayload, StatusUpdate
+from traza.jobs.queues import PROCESS_CONVERSATION, TURN_QUEUE, conversation_lock
 
 # Order in which statuses may replace each other; `failed` is terminal.
 STATUS_RANK = {
@@ -110,14 +111,32 @@ UPSERT_CONVERSATION = text(
     RETURNING id
     """
 )
+# One round trip stores a new message, its trace event and the conversation's turn job.
+# The job row is the one procrastinate's own `defer` writes; inserting it here makes the
+# message and its processing commit together (nothing acknowledged is lost), and ON
+# CONFLICT on procrastinate's queueing-lock index coalesces a burst into one waiting turn
+# without an error (procrastinate's Python API raises AlreadyEnqueued instead).
 INSERT_MESSAGE = text(
     """
-    INSERT INTO messages (conversation_id, direction, wa_message_id, type, content, text,
-                          actor, status, wa_timestamp, webhook_event_id, processed_at)
-    VALUES (:cid, 'in', :wamid, :type, CAST(:content AS jsonb), :text, 'customer', 'received',
-            :ts, :event_id, CASE WHEN :silent THEN now() END)
-    ON CONFLICT (wa_message_id) DO NOTHING
-    RETURNING id
+    WITH m AS (
+      INSERT INTO messages (conversation_id, direction, wa_message_id, type, content, text,
+                            actor, status, wa_timestamp, webhook_event_id, processed_at)
+      VALUES (:cid, 'in', :wamid, :type, CAST(:content AS jsonb), :text, 'customer',
+              'received', :ts, :event_id, CASE WHEN :silent THEN now() END)
+      ON CONFLICT (wa_message_id) DO NOTHING
+      RETURNING id
+    ), t AS (
+      INSERT INTO trace_events (conversation_id, kind, actor, data, message_id)
+      SELECT :cid, 'message.received', 'customer', CAST(:trace AS jsonb), m.id FROM m
+    ), j AS (
+      INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock,
+                                      args, scheduled_at)
+      SELECT :queue, :task, 0, :lock, :lock, jsonb_build_object('conversation_id', :cid),
+             now() + make_interval(secs => :delay)
+        FROM m WHERE NOT :silent
+      ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+    )
+    SELECT id FROM m
     """
 )
 INSERT_STATUS = text(
@@ -148,9 +167,17 @@ APPLY_STATUS = text(
 
 
 async def store_webhook(
-    conn: AsyncConnection, *, body: bytes, signature: str | None, parsed: ParsedPayload
+    conn: AsyncConnection,
+    *,
+    body: bytes,
+    signature: str | None,
+    parsed: ParsedPayload,
+    coalesce_seconds: float = 0.0,
 ) -> StoreResult:
-    """Write the raw body, its messages and statuses; return what needs processing."""
+    """Write the raw body, its messages and statuses, and queue the turns they start.
+
+    A new message's turn waits `coalesce_seconds` for the rest of a burst.
+    """
     row = await conn.execute(
         text(
             "INSERT INTO webhook_events (body, signature, messages, statuses) "
@@ -164,7 +191,9 @@ async def store_webhook(
     # wait for each other instead of deadlocking. Messages keep Meta's order.
     conversations = await _open_conversations(conn, parsed.messages, result)
     for message in parsed.messages:
-        await _store_message(conn, message, conversations[_sender(message)], result)
+        await _store_message(
+            conn, message, conversations[_sender(message)], result, coalesce_seconds
+        )
     for status in sorted(parsed.statuses, key=_status_order):
         await _store_status(conn, status, result)
     return result
@@ -257,9 +286,16 @@ async def _contact_id(conn: AsyncConnection, message: InboundMessage) -> int:
 
 
 async def _store_message(
-    conn: AsyncConnection, message: InboundMessage, conversation_id: int, result: StoreResult
+    conn: AsyncConnection,
+    message: InboundMessage,
+    conversation_id: int,
+    result: StoreResult,
+    coalesce_seconds: float,
 ) -> None:
     silent = message.type in SILENT_TYPES
+    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
+    if silent:
+        data["starts_turn"] = False
     inserted = (
         await conn.execute(
             INSERT_MESSAGE,
@@ -272,6 +308,11 @@ async def _store_message(
                 "ts": message.timestamp,
                 "event_id": result.event_id,
                 "silent": silent,
+                "trace": json.dumps(data),
+                "queue": TURN_QUEUE,
+                "task": PROCESS_CONVERSATION,
+                "lock": conversation_lock(conversation_id),
+                "delay": coalesce_seconds,
             },
         )
     ).scalar_one_or_none()
@@ -279,17 +320,6 @@ async def _store_message(
         result.duplicate_messages += 1
         return
     result.new_messages += 1
-    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
-    if silent:
-        data["starts_turn"] = False
-    await trace.record(
-        conn,
-        conversation_id=conversation_id,
-        kind="message.received",
-        actor=trace.CUSTOMER,
-        data=data,
-        message_id=inserted,
-    )
     if not silent:
         result.conversations_to_run.add(conversation_id)
 

@@ -20,22 +20,15 @@ from sqlalchemy import text
 from graphs.conversation.tracing import current_scope
 from traza.db.engine import session_scope
 from traza.jobs.app import app, ensure_open
+from traza.jobs.queues import PROCESS_CONVERSATION, SEND_QUEUE, TURN_QUEUE, conversation_lock
 from traza.outbound.sender import RetryLater, deliver
 from traza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-TURN_QUEUE = "turns"
-SEND_QUEUE = "sends"
-
-
-def conversation_lock(conversation_id: int) -> str:
-    """The procrastinate lock that serialises one conversation's turns."""
-    return f"conversation:{conversation_id}"
-
 
 @app.task(
-    name="process_conversation",
+    name=PROCESS_CONVERSATION,
     queue=TURN_QUEUE,
     retry=RetryStrategy(max_attempts=5, exponential_wait=2),
     pass_context=True,
