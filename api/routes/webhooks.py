@@ -17,10 +17,9 @@ from fastapi.responses import PlainTextResponse
 
 from api import metrics
 from api.deps import SettingsDep
-from traza.db.engine import get_engine
 from traza.ingest import signature
 from traza.ingest.payload import MalformedBody, PayloadError, decode, parse
-from traza.ingest.store import store_webhook
+from traza.ingest.store import ingest
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -80,14 +79,13 @@ async def receive(request: Request, settings: SettingsDep) -> dict[str, Any]:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a WhatsApp payload: {exc}"
         ) from None
-    async with get_engine().begin() as conn:  # messages and their turn jobs commit together
-        result = await store_webhook(
-            conn,
-            body=body,
-            signature=header,
-            parsed=parsed,
-            coalesce_seconds=settings.traza_coalesce_seconds,
-        )
+    # Messages and their turn jobs commit together (one statement on the hot path).
+    result = await ingest(
+        body=body,
+        signature=header,
+        parsed=parsed,
+        coalesce_seconds=settings.traza_coalesce_seconds,
+    )
     metrics.MESSAGES_IN.inc(result.new_messages)
     metrics.DUPLICATES.inc(result.duplicate_messages)
     metrics.STATUSES.inc(result.new_statuses)

@@ -166,6 +166,128 @@ APPLY_STATUS = text(
 )
 
 
+# The hot path: one customer message from a known business number, by phone number.
+# Everything `store_webhook` does for it — raw body, contact, open conversation, message,
+# trace event, turn job — in one statement, so the acknowledgement costs one round trip.
+# The job's lock is spelled as `traza.jobs.queues.conversation_lock` spells it.
+STORE_ONE_MESSAGE = text(
+    """
+    WITH ev AS (
+      INSERT INTO webhook_events (body, signature, messages, statuses)
+      VALUES (:body, :sig, 1, 0) RETURNING id
+    ), ct AS (
+      INSERT INTO contacts (wa_id, profile_name) VALUES (:wa_id, :name)
+      ON CONFLICT (wa_id) DO UPDATE
+        SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name)
+      RETURNING id
+    ), cv AS (
+      INSERT INTO conversations (inbox_id, contact_id, thread_id, last_inbound_at)
+      SELECT :inbox_id, ct.id, :thread_id, :at FROM ct
+      ON CONFLICT (inbox_id, contact_id) WHERE status = 'open' DO UPDATE
+        SET last_inbound_at = GREATEST(conversations.last_inbound_at,
+                                       EXCLUDED.last_inbound_at),
+            updated_at = now()
+      RETURNING id
+    ), m AS (
+      INSERT INTO messages (conversation_id, direction, wa_message_id, type, content, text,
+                            actor, status, wa_timestamp, webhook_event_id, processed_at)
+      SELECT cv.id, 'in', :wamid, :type, CAST(:content AS jsonb), :text, 'customer',
+             'received', :ts, ev.id, CASE WHEN :silent THEN now() END
+        FROM cv, ev
+      ON CONFLICT (wa_message_id) DO NOTHING
+      RETURNING id, conversation_id
+    ), t AS (
+      INSERT INTO trace_events (conversation_id, kind, actor, data, message_id)
+      SELECT m.conversation_id, 'message.received', 'customer', CAST(:trace AS jsonb), m.id
+        FROM m
+    ), j AS (
+      INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock,
+                                      args, scheduled_at)
+      SELECT :queue, :task, 0, 'conversation:' || m.conversation_id,
+             'conversation:' || m.conversation_id,
+             jsonb_build_object('conversation_id', m.conversation_id),
+             now() + make_interval(secs => :delay)
+        FROM m WHERE NOT :silent
+      ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+    )
+    SELECT ev.id AS event_id, cv.id AS conversation_id, m.id AS message_id
+      FROM ev CROSS JOIN cv LEFT JOIN m ON true
+    """
+)
+
+
+async def ingest(
+    *, body: bytes, signature: str | None, parsed: ParsedPayload, coalesce_seconds: float
+) -> StoreResult:
+    """Store a verified webhook: the one-statement hot path when it fits, else a transaction."""
+    from traza.db.engine import get_engine
+
+    one = parsed.messages[0] if len(parsed.messages) == 1 else None
+    if (
+        one is not None
+        and not parsed.statuses
+        and one.wa_id
+        and not one.bsuid
+        and one.phone_number_id in _inbox_cache
+    ):
+        async with get_engine().connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await _store_one(conn, body, signature, one, coalesce_seconds)
+    async with get_engine().begin() as conn:
+        return await store_webhook(
+            conn,
+            body=body,
+            signature=signature,
+            parsed=parsed,
+            coalesce_seconds=coalesce_seconds,
+        )
+
+
+async def _store_one(
+    conn: AsyncConnection,
+    body: bytes,
+    signature: str | None,
+    message: InboundMessage,
+    coalesce_seconds: float,
+) -> StoreResult:
+    silent = message.type in SILENT_TYPES
+    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
+    if silent:
+        data["starts_turn"] = False
+    row = (
+        await conn.execute(
+            STORE_ONE_MESSAGE,
+            {
+                "body": body,
+                "sig": signature,
+                "wa_id": message.wa_id,
+                "name": message.profile_name,
+                "inbox_id": _inbox_cache[message.phone_number_id],
+                "thread_id": str(uuid.uuid4()),
+                "at": None if silent else message.timestamp,
+                "wamid": message.wa_message_id,
+                "type": message.type,
+                "content": json.dumps(message.content),
+                "text": message.text,
+                "ts": message.timestamp,
+                "silent": silent,
+                "trace": json.dumps(data),
+                "queue": TURN_QUEUE,
+                "task": PROCESS_CONVERSATION,
+                "delay": coalesce_seconds,
+            },
+        )
+    ).one()
+    result = StoreResult(event_id=row.event_id)
+    if row.message_id is None:
+        result.duplicate_messages = 1
+    else:
+        result.new_messages = 1
+        if not silent:
+            result.conversations_to_run.add(row.conversation_id)
+    return result
+
+
 async def store_webhook(
     conn: AsyncConnection,
     *,
