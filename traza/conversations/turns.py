@@ -84,18 +84,24 @@ async def run_turn(conversation_id: int) -> str:
             if scope.events:  # a path that ended without writing (nothing to send)
                 async with session_scope() as session:
                     await flush(session)
-        await deliver_now(scope.deliveries)
+        await deliver_now(conversation_id, scope.deliveries)
         return f"turn over {len(turn)} message(s)"
 
 
-async def deliver_now(conversation_ids: set[int]) -> None:
-    """Deliver what the turn queued in this job; a transient failure becomes a retried job."""
+async def deliver_now(conversation_id: int, queued_for: set[int]) -> None:
+    """Deliver what the turn queued, in this job (the caller holds the conversation lock).
+
+    A transient failure, or messages for another conversation, become delivery jobs.
+    """
     from traza.jobs.tasks import schedule_delivery
     from traza.outbound.sender import RetryLater, deliver
 
-    for cid in sorted(conversation_ids):
+    for cid in sorted(queued_for):
+        if cid != conversation_id:
+            await schedule_delivery(cid)
+            continue
         try:
-            await deliver(cid)
+            await deliver(cid, locked=True)
         except RetryLater:
             await schedule_delivery(cid, delay=RETRY_DELAY_SECONDS)
 

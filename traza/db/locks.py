@@ -9,8 +9,7 @@ from sqlalchemy import text
 
 from traza.db.engine import get_engine
 
-CONVERSATION = 7301  # one graph run (turn or resume) per conversation at a time
-DELIVERY = 7302  # one sender per conversation's outbox at a time (keeps order, never twice)
+CONVERSATION = 7301  # one graph run or delivery per conversation at a time
 
 
 @asynccontextmanager

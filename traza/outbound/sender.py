@@ -9,6 +9,7 @@ required; 131026 marks the contact unreachable; anything else is recorded with i
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import trace
@@ -88,19 +89,31 @@ class _Next:
     inbox: Inbox
 
 
-async def deliver(conversation_id: int, *, final_attempt: bool = False) -> int:
-    """Send every queued message of the conversation; return how many were sent."""
+async def deliver(
+    conversation_id: int, *, final_attempt: bool = False, locked: bool = False
+) -> int:
+    """Send every queued message of the conversation; return how many were sent.
+
+    One sender per conversation at a time (keeps order, never sends twice): the caller
+    either holds the conversation's lock already (`locked=True`, a turn's own job) or
+    this takes it.
+    """
+    if locked:
+        return await _deliver(conversation_id, final_attempt=final_attempt)
+    async with advisory_lock(locks.CONVERSATION, conversation_id):
+        return await _deliver(conversation_id, final_attempt=final_attempt)
+
+
+async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
     sent = 0
-    # A turn's own job and a retried delivery job may both reach here: one at a time.
-    async with advisory_lock(locks.DELIVERY, conversation_id):
-        while True:
-            async with session_scope() as session:
-                claimed = await _claim_next(session, conversation_id)
-            if claimed is None:
-                return sent
-            if isinstance(claimed, str):
-                continue  # skipped or resolved without sending; look at the next one
-            sent += await _send_one(claimed, final_attempt=final_attempt)
+    while True:
+        async with session_scope() as session:
+            claimed = await _claim_next(session, conversation_id)
+        if claimed is None:
+            return sent
+        if isinstance(claimed, str):
+            continue  # skipped or resolved without sending; look at the next one
+        sent += await _send_one(claimed, final_attempt=final_attempt)
 
 
 async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | str | None:
@@ -207,29 +220,40 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
         if exc.retryable and not final_attempt:
             raise RetryLater(str(exc)) from None
         return 0
+    data = {"channel": channel.name, "wa_message_id": wamid, "by": item.actor}
     async with session_scope() as session:
-        await session.execute(
-            update(Message)
-            .where(Message.id == item.message_id)
-            .values(
-                wa_message_id=wamid,
-                status="accepted",
-                channel=channel.name,
-                error_code=None,
-                error_title=None,
+        early_statuses: bool = (
+            await session.execute(
+                RECORD_SENT,
+                {
+                    "id": item.message_id,
+                    "wamid": wamid,
+                    "channel": channel.name,
+                    "data": json.dumps(data),
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                    "actor": trace.system("sender"),
+                },
             )
-        )
-        await trace.record(
-            session,
-            conversation_id=item.conversation_id,
-            kind="message.sent",
-            actor=trace.system("sender"),
-            data={"channel": channel.name, "wa_message_id": wamid, "by": item.actor},
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            message_id=item.message_id,
-        )
-        await _apply_known_statuses(session, wamid)
+        ).scalar_one()
+        if early_statuses:
+            await _apply_known_statuses(session, wamid)
     return 1
+
+
+# The provider accepted the message: record its id and the trace event in one statement,
+# and say whether status webhooks for that id arrived before we knew it.
+RECORD_SENT = text(
+    """
+    WITH u AS (
+      UPDATE messages SET wa_message_id = :wamid, status = 'accepted', channel = :channel,
+                          error_code = NULL, error_title = NULL
+       WHERE id = :id RETURNING id, conversation_id
+    )
+    INSERT INTO trace_events (conversation_id, kind, actor, data, duration_ms, message_id)
+    SELECT u.conversation_id, 'message.sent', :actor, CAST(:data AS jsonb), :ms, u.id FROM u
+    RETURNING EXISTS (SELECT 1 FROM message_statuses WHERE wa_message_id = :wamid)
+    """
+)
 
 
 async def _call(channel: OutputChannel, item: _Next) -> str:
