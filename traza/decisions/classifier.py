@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import prompts
 from traza.decisions.text import normalise, phrase_pattern
 
-INTENTS = (
+Intent = Literal[
     "greeting",
     "thanks",
     "goodbye",
@@ -24,7 +24,8 @@ INTENTS = (
     "media",
     "unsupported",
     "unknown",
-)
+]
+INTENTS: tuple[str, ...] = get_args(Intent)
 
 
 @dataclass(frozen=True, slots=True)

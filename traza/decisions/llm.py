@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, SecretStr
 
 import prompts
-from traza.decisions.classifier import INTENTS, Classification
+from traza.decisions.classifier import INTENTS, Classification, Intent
 from traza.decisions.guardrails import Verdict
 from traza.settings import get_settings
-
-Intent = Literal[
-    "greeting",
-    "thanks",
-    "goodbye",
-    "application_status",
-    "interview",
-    "job_info",
-    "provide_info",
-    "salary",
-    "media",
-    "unsupported",
-    "unknown",
-]
 
 
 class LLMError(RuntimeError):

@@ -243,6 +243,26 @@ async def ingest(
         )
 
 
+def _message_params(message: InboundMessage, coalesce_seconds: float) -> dict[str, Any]:
+    """Parameters shared by both message statements (row, trace event, turn job)."""
+    silent = message.type in SILENT_TYPES
+    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
+    if silent:
+        data["starts_turn"] = False
+    return {
+        "wamid": message.wa_message_id,
+        "type": message.type,
+        "content": json.dumps(message.content),
+        "text": message.text,
+        "ts": message.timestamp,
+        "silent": silent,
+        "trace": json.dumps(data),
+        "queue": TURN_QUEUE,
+        "task": PROCESS_CONVERSATION,
+        "delay": coalesce_seconds,
+    }
+
+
 async def _store_one(
     conn: AsyncConnection,
     body: bytes,
@@ -251,9 +271,6 @@ async def _store_one(
     coalesce_seconds: float,
 ) -> StoreResult:
     silent = message.type in SILENT_TYPES
-    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
-    if silent:
-        data["starts_turn"] = False
     row = (
         await conn.execute(
             STORE_ONE_MESSAGE,
@@ -265,17 +282,8 @@ async def _store_one(
                 "inbox_id": _inbox_cache[message.phone_number_id],
                 "thread_id": str(uuid.uuid4()),
                 "at": None if silent else message.timestamp,
-                "wamid": message.wa_message_id,
-                "type": message.type,
-                "content": json.dumps(message.content),
-                "text": message.text,
-                "ts": message.timestamp,
-                "silent": silent,
-                "trace": json.dumps(data),
-                "queue": TURN_QUEUE,
-                "task": PROCESS_CONVERSATION,
-                "delay": coalesce_seconds,
-            },
+            }
+            | _message_params(message, coalesce_seconds),
         )
     ).one()
     result = StoreResult(event_id=row.event_id)
@@ -415,27 +423,15 @@ async def _store_message(
     coalesce_seconds: float,
 ) -> None:
     silent = message.type in SILENT_TYPES
-    data: dict[str, Any] = {"type": message.type, "wa_message_id": message.wa_message_id}
-    if silent:
-        data["starts_turn"] = False
     inserted = (
         await conn.execute(
             INSERT_MESSAGE,
             {
                 "cid": conversation_id,
-                "wamid": message.wa_message_id,
-                "type": message.type,
-                "content": json.dumps(message.content),
-                "text": message.text,
-                "ts": message.timestamp,
                 "event_id": result.event_id,
-                "silent": silent,
-                "trace": json.dumps(data),
-                "queue": TURN_QUEUE,
-                "task": PROCESS_CONVERSATION,
                 "lock": conversation_lock(conversation_id),
-                "delay": coalesce_seconds,
-            },
+            }
+            | _message_params(message, coalesce_seconds),
         )
     ).scalar_one_or_none()
     if inserted is None:
