@@ -5,7 +5,6 @@ Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlalchemy import insert
@@ -58,10 +57,3 @@ async def record(
             llm=llm,
         )
     )
-
-
-def pseudonym(value: str | None) -> str:
-    """A stable, non-reversible tag for a phone number or id, safe to put in logs."""
-    if not value:
-        return "-"
-    return "h:" + hashlib.sha256(value.encode()).hexdigest()[:10]

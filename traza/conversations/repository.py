@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from traza.db.models import Contact, Conversation, Handoff, Inbox, Message
+from traza.db.models import Conversation, Handoff, Message
 
 WINDOW = timedelta(hours=24)
 STUDIO_PHONE_NUMBER_ID = "studio"
@@ -20,12 +19,6 @@ def in_service_window(last_inbound_at: datetime | None, now: datetime | None = N
     if last_inbound_at is None:
         return False
     return (now or datetime.now(UTC)) - last_inbound_at < WINDOW
-
-
-async def conversation_by_thread(session: AsyncSession, thread_id: str) -> Conversation | None:
-    """The conversation that owns a LangGraph thread."""
-    result = await session.execute(select(Conversation).where(Conversation.thread_id == thread_id))
-    return result.scalar_one_or_none()
 
 
 async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversation:
@@ -59,20 +52,6 @@ async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversa
     session.add(conversation)
     await session.flush()
     return conversation
-
-
-async def new_thread_id() -> str:
-    """A fresh LangGraph thread id."""
-    return str(uuid.uuid4())
-
-
-async def contact_and_inbox(
-    session: AsyncSession, conversation: Conversation
-) -> tuple[Contact, Inbox]:
-    """The contact and inbox of a conversation."""
-    contact = await session.get_one(Contact, conversation.contact_id)
-    inbox = await session.get_one(Inbox, conversation.inbox_id)
-    return contact, inbox
 
 
 async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
