@@ -65,20 +65,6 @@ async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff |
     return result.scalar_one_or_none()
 
 
-async def unprocessed_inbound(session: AsyncSession, conversation_id: int) -> list[Message]:
-    """Inbound messages no turn has consumed yet, oldest first."""
-    result = await session.execute(
-        select(Message)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.direction == "in",
-            Message.processed_at.is_(None),
-        )
-        .order_by(Message.id)
-    )
-    return list(result.scalars())
-
-
 async def mark_processed(
     session: AsyncSession, message_ids: list[int], *, handoff_id: int | None = None
 ) -> None:

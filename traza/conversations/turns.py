@@ -10,13 +10,14 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from langgraph.types import Command
+from sqlalchemy import text
 
 from graphs.conversation.context import Context
 from graphs.conversation.tracing import flush, turn_scope
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db import locks
-from traza.db.engine import session_scope
+from traza.db.engine import autocommit, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Conversation
 from traza.runtime import conversation_graph, thread_config
@@ -43,39 +44,34 @@ def run_context() -> Context:
     return Context(bot_name=get_settings().traza_bot_name)
 
 
+# The conversation's owner and thread with its unprocessed inbound messages, in one read.
+PENDING_SQL = text(
+    """
+    SELECT c.owner, c.thread_id, m.id, m.type, m.text,
+           coalesce(m.content->>'reply_id', m.content->>'payload') AS payload
+      FROM conversations c
+      LEFT JOIN messages m ON m.conversation_id = c.id AND m.direction = 'in'
+                          AND m.processed_at IS NULL
+     WHERE c.id = :cid
+     ORDER BY m.id
+    """
+)
+
+
 async def run_turn(conversation_id: int) -> str:
     """Consume the conversation's unprocessed inbound messages as one turn."""
     async with conversation_lock(conversation_id):
-        async with session_scope() as session:
-            conversation = await session.get(Conversation, conversation_id)
-            if conversation is None:
-                return "no such conversation"
-            pending = await repo.unprocessed_inbound(session, conversation_id)
-            if not pending:
-                return "nothing to do"
-            if conversation.owner == "human":
-                handoff = await repo.open_handoff(session, conversation_id)
-                ids = [m.id for m in pending]
-                await repo.mark_processed(session, ids, handoff_id=handoff.id if handoff else None)
-                await trace.record(
-                    session,
-                    conversation_id=conversation_id,
-                    kind="message.held_for_human",
-                    actor=trace.system("router"),
-                    data={"messages": ids, "handoff_id": handoff.id if handoff else None},
-                )
-                return f"held {len(ids)} for a human"
-            turn = [
-                {
-                    "id": m.id,
-                    "type": m.type,
-                    "text": m.text,
-                    "payload": (m.content or {}).get("reply_id")
-                    or (m.content or {}).get("payload"),
-                }
-                for m in pending
-            ]
-            thread_id = conversation.thread_id
+        async with autocommit() as conn:
+            rows = (await conn.execute(PENDING_SQL, {"cid": conversation_id})).all()
+        if not rows:
+            return "no such conversation"
+        pending = [r for r in rows if r.id is not None]
+        if not pending:
+            return "nothing to do"
+        owner, thread_id = rows[0].owner, rows[0].thread_id
+        if owner == "human":
+            return await _hold_for_human(conversation_id, [r.id for r in pending])
+        turn = [{"id": r.id, "type": r.type, "text": r.text, "payload": r.payload} for r in pending]
         graph = await conversation_graph()
         with turn_scope() as scope:
             await graph.ainvoke(
@@ -86,6 +82,21 @@ async def run_turn(conversation_id: int) -> str:
                     await flush(session)
         await deliver_now(conversation_id, scope.deliveries)
         return f"turn over {len(turn)} message(s)"
+
+
+async def _hold_for_human(conversation_id: int, ids: list[int]) -> str:
+    """A human owns the conversation: record the messages on the handoff; the bot is silent."""
+    async with session_scope() as session:
+        handoff = await repo.open_handoff(session, conversation_id)
+        await repo.mark_processed(session, ids, handoff_id=handoff.id if handoff else None)
+        await trace.record(
+            session,
+            conversation_id=conversation_id,
+            kind="message.held_for_human",
+            actor=trace.system("router"),
+            data={"messages": ids, "handoff_id": handoff.id if handoff else None},
+        )
+    return f"held {len(ids)} for a human"
 
 
 async def deliver_now(conversation_id: int, queued_for: set[int]) -> None:

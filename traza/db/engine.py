@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -72,6 +73,13 @@ async def session_scope() -> AsyncIterator[AsyncSession]:
     """A session in one transaction: committed on success, rolled back on error."""
     async with get_sessionmaker()() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def autocommit() -> AsyncIterator[AsyncConnection]:
+    """A connection where each statement commits on its own (one round trip per statement)."""
+    async with get_engine().connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def dispose_engine() -> None:

@@ -220,7 +220,7 @@ async def ingest(
     *, body: bytes, signature: str | None, parsed: ParsedPayload, coalesce_seconds: float
 ) -> StoreResult:
     """Store a verified webhook: the one-statement hot path when it fits, else a transaction."""
-    from traza.db.engine import get_engine
+    from traza.db.engine import autocommit, get_engine
 
     one = parsed.messages[0] if len(parsed.messages) == 1 else None
     if (
@@ -230,8 +230,7 @@ async def ingest(
         and not one.bsuid
         and one.phone_number_id in _inbox_cache
     ):
-        async with get_engine().connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit() as conn:
             return await _store_one(conn, body, signature, one, coalesce_seconds)
     async with get_engine().begin() as conn:
         return await store_webhook(
