@@ -617,3 +617,16 @@ async def test_without_an_access_token_the_local_outbox_is_used(client, db):
     assert graph.requests == []
     [sent] = events(db, "message.sent")
     assert sent["data"]["channel"] == "local"
+
+
+async def test_a_contact_who_writes_again_is_reachable_again(client, db, graph):
+    cid = await start(client, graph)
+    db.execute(
+        "UPDATE contacts SET unreachable_at = now() "
+        "WHERE id = (SELECT contact_id FROM conversations WHERE id = %s)",
+        (cid,),
+    )
+    await say(client, "hola de nuevo")
+    contact = db.execute("SELECT unreachable_at FROM contacts").fetchone()
+    assert contact["unreachable_at"] is None
+    assert len(graph.sent) == 2  # the new reply went out

@@ -62,7 +62,8 @@ UPSERT_CONTACT_BY_WA_ID = text(
     """
     INSERT INTO contacts (wa_id, profile_name) VALUES (:wa_id, :name)
     ON CONFLICT (wa_id) DO UPDATE
-      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name)
+      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+          unreachable_at = NULL  -- whoever writes to us can be reached again
     RETURNING id
     """
 )
@@ -86,6 +87,7 @@ COMPLETE_CONTACT = text(
     """
     UPDATE contacts SET
       profile_name = COALESCE(:name, profile_name),
+      unreachable_at = NULL,
       wa_id = COALESCE(wa_id, CASE WHEN NOT EXISTS (
                 SELECT 1 FROM contacts other WHERE other.wa_id = :wa_id) THEN :wa_id END),
       bsuid = COALESCE(bsuid, CASE WHEN NOT EXISTS (
@@ -97,7 +99,8 @@ UPSERT_CONTACT_BY_BSUID = text(
     """
     INSERT INTO contacts (bsuid, profile_name) VALUES (:bsuid, :name)
     ON CONFLICT (bsuid) DO UPDATE
-      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name)
+      SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+          unreachable_at = NULL  -- whoever writes to us can be reached again
     RETURNING id
     """
 )
@@ -178,7 +181,8 @@ STORE_ONE_MESSAGE = text(
     ), ct AS (
       INSERT INTO contacts (wa_id, profile_name) VALUES (:wa_id, :name)
       ON CONFLICT (wa_id) DO UPDATE
-        SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name)
+        SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+          unreachable_at = NULL  -- whoever writes to us can be reached again
       RETURNING id
     ), cv AS (
       INSERT INTO conversations (inbox_id, contact_id, thread_id, last_inbound_at)
