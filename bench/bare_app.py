@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 engine = create_async_engine(
     os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1),
-    pool_size=10,
-    max_overflow=10,
+    # The same pool the bench gives traza (TRAZA_DB_POOL_SIZE): no connection churn at the
+    # closed loop's 32 concurrent requests.
+    pool_size=int(os.environ.get("TRAZA_DB_POOL_SIZE", "20")),
+    max_overflow=int(os.environ.get("TRAZA_DB_POOL_SIZE", "20")),
 )
 app = FastAPI()
 

@@ -82,6 +82,7 @@ async def ack_section(url: str, seconds: float) -> dict[str, Any]:
         "WHATSAPP_APP_SECRET": SECRET,
         "TRAZA_COALESCE_SECONDS": "1",
         "TRAZA_HOME": "/tmp/traza-bench-home",
+        "TRAZA_DB_POOL_SIZE": "40",  # both servers: above the closed loop's 32 callers
     }
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE bare_events (id bigserial PRIMARY KEY, body bytea)")

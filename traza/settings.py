@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     # How long the first message of a burst waits for the rest before its turn runs.
     traza_coalesce_seconds: float = Field(default=1.0, ge=0, le=60, alias="TRAZA_COALESCE_SECONDS")
     traza_worker_concurrency: int = Field(default=8, ge=1, le=256, alias="TRAZA_WORKER_CONCURRENCY")
-    traza_db_pool_size: int = Field(default=10, ge=1, le=200, alias="TRAZA_DB_POOL_SIZE")
+    traza_db_pool_size: int = Field(default=20, ge=1, le=200, alias="TRAZA_DB_POOL_SIZE")
     traza_send_max_attempts: int = Field(default=6, ge=1, le=50, alias="TRAZA_SEND_MAX_ATTEMPTS")
     traza_stalled_seconds: float = Field(default=30, ge=2, le=3600, alias="TRAZA_STALLED_SECONDS")
     traza_bot_name: str = Field(default="traza", min_length=1, alias="TRAZA_BOT_NAME")
