@@ -106,40 +106,51 @@ async def deliver(
 
 async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
     sent = 0
-    while True:
+    more = True
+    while more:
         async with session_scope() as session:
-            claimed = await _claim_next(session, conversation_id)
+            claimed, more = await _claim_next(session, conversation_id)
         if claimed is None:
             return sent
         if isinstance(claimed, str):
             continue  # skipped or resolved without sending; look at the next one
         sent += await _send_one(claimed, final_attempt=final_attempt)
+    return sent
 
 
-async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | str | None:
-    message = (
+async def _claim_next(
+    session: AsyncSession, conversation_id: int
+) -> tuple[_Next | str | None, bool]:
+    """The next message to send (or what happened to it), and whether another waits."""
+    rows = (
         await session.execute(
-            select(Message)
+            select(Message, Conversation, Contact, Inbox)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .join(Contact, Contact.id == Conversation.contact_id)
+            .join(Inbox, Inbox.id == Conversation.inbox_id)
             .where(
                 Message.conversation_id == conversation_id,
                 Message.direction == "out",
                 Message.status.in_(("queued", "sending")),
             )
             .order_by(Message.id)
-            .limit(1)
-            .with_for_update()
+            .limit(2)
+            .with_for_update(of=Message)
         )
-    ).scalar_one_or_none()
-    if message is None:
-        return None
-    conversation, contact, inbox = (
-        await session.execute(
-            select(Conversation, Contact, Inbox)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .join(Inbox, Inbox.id == Conversation.inbox_id)
-            .where(Conversation.id == conversation_id)
-        )
-    ).one()
+    ).all()
+    if not rows:
+        return None, False
+    message, conversation, contact, inbox = rows[0]
+    return await _claim(session, message, conversation, contact, inbox), len(rows) > 1
+
+
+async def _claim(
+    session: AsyncSession,
+    message: Message,
+    conversation: Conversation,
+    contact: Contact,
+    inbox: Inbox,
+) -> _Next | str:
     if message.status == "sending":
         # The last attempt died after calling the provider: did Meta accept it? What
         # Meta accepted was sent, whatever has changed since, so this comes first.
@@ -162,7 +173,7 @@ async def _claim_next(session: AsyncSession, conversation_id: int) -> _Next | st
     message.attempts += 1
     return _Next(
         message_id=message.id,
-        conversation_id=conversation_id,
+        conversation_id=conversation.id,
         kind=message.type,
         text=message.text or "",
         content=dict(message.content or {}),

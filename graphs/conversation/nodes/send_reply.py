@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import flush, record_step
+from graphs.conversation.tracing import flush, step_event
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
@@ -26,26 +26,42 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     draft = state.get("draft") or {}
     ids = [i["id"] for i in state.get("turn") or []]
     actor = trace.bot(runtime.context.bot_name)
+    cid = state["conversation_id"]
+    key = f"reply:{cid}:{max(ids) if ids else 'none'}"
     async with session_scope() as session:
-        await flush(session)
         message_id = await queue_message(
             session,
-            conversation_id=state["conversation_id"],
-            key=f"reply:{state['conversation_id']}:{max(ids) if ids else 'none'}",
+            conversation_id=cid,
+            key=key,
             actor=actor,
             kind="text",
             text_body=str(draft.get("text") or ""),
             content={"body": draft.get("text"), "source": draft.get("source")},
+            record=False,
         )
         await repo.mark_processed(session, ids)
-        await record_step(
-            session,
-            conversation_id=state["conversation_id"],
-            kind="reply.sent_to_outbox",
-            actor=actor,
-            data={"message_id": message_id, "answers": ids},
-            started=started,
-            message_id=message_id,
-        )
+        # The turn's buffered events and these two go in with one INSERT.
+        events = [
+            step_event(
+                conversation_id=cid,
+                kind="reply.sent_to_outbox",
+                actor=actor,
+                data={"message_id": message_id, "answers": ids},
+                started=started,
+                message_id=message_id,
+            )
+        ]
+        if message_id is not None:
+            events.insert(
+                0,
+                step_event(
+                    conversation_id=cid,
+                    kind="message.queued",
+                    actor=actor,
+                    data={"type": "text", "key": key},
+                    message_id=message_id,
+                ),
+            )
+        await flush(session, events)
     await schedule_delivery(state["conversation_id"])
     return {"turn": []}
