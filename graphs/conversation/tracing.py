@@ -18,7 +18,7 @@ from typing import Any
 
 from langgraph.config import get_config
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza.db.engine import session_scope
 from traza.db.models import TraceEvent
@@ -138,7 +138,9 @@ async def record_step(
     await flush(session, [event])
 
 
-async def flush(session: AsyncSession, extra: list[dict[str, Any]] | None = None) -> None:
+async def flush(
+    session: AsyncSession | AsyncConnection, extra: list[dict[str, Any]] | None = None
+) -> None:
     """Write the buffered events (then `extra`) in the caller's transaction, one INSERT."""
     scope = current_scope()
     events = [*(scope.events if scope else []), *(extra or [])]

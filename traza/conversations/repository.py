@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza.db.models import Conversation, Handoff, Message
 
@@ -66,7 +66,10 @@ async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff |
 
 
 async def mark_processed(
-    session: AsyncSession, message_ids: list[int], *, handoff_id: int | None = None
+    session: AsyncSession | AsyncConnection,
+    message_ids: list[int],
+    *,
+    handoff_id: int | None = None,
 ) -> None:
     """Mark a turn's inbound messages consumed (and attach them to a handoff)."""
     if not message_ids:

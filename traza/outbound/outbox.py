@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza import trace
 
@@ -27,7 +27,7 @@ QUEUE = text(
 
 
 async def queue_message(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     conversation_id: int,
     key: str,

@@ -15,7 +15,7 @@ from graphs.conversation.state import RECENT_WINDOW, ConversationState, InboundI
 from graphs.conversation.tracing import record_step, thread_id
 from traza import trace
 from traza.conversations import repository as repo
-from traza.db.engine import session_scope
+from traza.db.engine import autocommit, session_scope
 from traza.db.models import Message
 
 # One round trip: the conversation, its contact, its open handoff and its last messages
@@ -46,19 +46,26 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
     # Studio passes bare texts, stored here first.
     before = min((i["id"] for i in items if "id" in i), default=None)
     params = {"thread_id": tid, "before": before, "window": RECENT_WINDOW}
-    async with session_scope() as session:
-        row = (await session.execute(CONTEXT_SQL, params)).first()
-        if row is None:  # a thread started from LangGraph Studio
-            await repo.studio_conversation(session, tid)
-            row = (await session.execute(CONTEXT_SQL, params)).one()
-        turn = [await _stored(session, row.id, item) for item in items]
-        last_inbound_at = row.last_inbound_at
-        if any("id" not in i for i in items):
-            last_inbound_at = datetime.now(UTC)
-            await session.execute(
-                text("UPDATE conversations SET last_inbound_at = :at WHERE id = :id"),
-                {"at": last_inbound_at, "id": row.id},
-            )
+    typed_in_studio = any("id" not in i for i in items)
+    row = None
+    if not typed_in_studio:  # the worker's case: one read, nothing to write
+        async with autocommit() as conn:
+            row = (await conn.execute(CONTEXT_SQL, params)).first()
+        turn, last_inbound_at = list(items), row.last_inbound_at if row else None
+    if row is None:
+        async with session_scope() as session:
+            row = (await session.execute(CONTEXT_SQL, params)).first()
+            if row is None:  # a thread started from LangGraph Studio
+                await repo.studio_conversation(session, tid)
+                row = (await session.execute(CONTEXT_SQL, params)).one()
+            turn = [await _stored(session, row.id, item) for item in items]
+            last_inbound_at = row.last_inbound_at
+            if typed_in_studio:
+                last_inbound_at = datetime.now(UTC)
+                await session.execute(
+                    text("UPDATE conversations SET last_inbound_at = :at WHERE id = :id"),
+                    {"at": last_inbound_at, "id": row.id},
+                )
     recent = [
         {
             "who": "customer" if r["direction"] == "in" else r["actor"],

@@ -12,7 +12,7 @@ from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import flush, step_event
 from traza import trace
 from traza.conversations import repository as repo
-from traza.db.engine import session_scope
+from traza.db.engine import get_engine
 from traza.jobs.tasks import schedule_delivery
 from traza.outbound.outbox import queue_message
 
@@ -28,7 +28,7 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     actor = trace.bot(runtime.context.bot_name)
     cid = state["conversation_id"]
     key = f"reply:{cid}:{max(ids) if ids else 'none'}"
-    async with session_scope() as session:
+    async with get_engine().begin() as session:  # Core: no ORM objects needed here
         message_id = await queue_message(
             session,
             conversation_id=cid,
