@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from traza import trace
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
 from traza.db import locks
-from traza.db.engine import session_scope
+from traza.db.engine import autocommit, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Contact, Conversation, Inbox, Message, MessageStatus
 from traza.ingest.payload import StatusUpdate
@@ -66,14 +66,12 @@ async def close_http_client() -> None:
     _client = None
 
 
-def channel_for(inbox: Inbox) -> OutputChannel:
+def channel_for(phone_number_id: str) -> OutputChannel:
     """WhatsApp when a token is configured; otherwise (and for Studio) the local outbox."""
     settings = get_settings()
-    if settings.whatsapp_access_token is None or inbox.phone_number_id == STUDIO_PHONE_NUMBER_ID:
+    if settings.whatsapp_access_token is None or phone_number_id == STUDIO_PHONE_NUMBER_ID:
         return LocalOutboxChannel()
-    return WhatsAppChannel(
-        client=http_client(), settings=settings, phone_number_id=inbox.phone_number_id
-    )
+    return WhatsAppChannel(client=http_client(), settings=settings, phone_number_id=phone_number_id)
 
 
 @dataclass(slots=True)
@@ -86,7 +84,7 @@ class _Next:
     key: str
     actor: str
     to: str
-    inbox: Inbox
+    phone_number_id: str
 
 
 async def deliver(
@@ -108,8 +106,7 @@ async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
     sent = 0
     more = True
     while more:
-        async with session_scope() as session:
-            claimed, more = await _claim_next(session, conversation_id)
+        claimed, more = await _claim_next(conversation_id)
         if claimed is None:
             return sent
         if isinstance(claimed, str):
@@ -118,10 +115,62 @@ async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
     return sent
 
 
-async def _claim_next(
-    session: AsyncSession, conversation_id: int
-) -> tuple[_Next | str | None, bool]:
-    """The next message to send (or what happened to it), and whether another waits."""
+# The next two messages to send, with what the send-time checks need. The caller holds
+# the conversation's lock, so no row lock is needed to keep other senders away.
+NEXT_SQL = text(
+    """
+    SELECT m.id, m.status, m.type, m.text, m.content, m.idempotency_key, m.actor,
+           c.owner, c.last_inbound_at, ct.wa_id, ct.bsuid, ct.unreachable_at, ct.opted_out_at,
+           i.phone_number_id
+      FROM messages m
+      JOIN conversations c ON c.id = m.conversation_id
+      JOIN contacts ct ON ct.id = c.contact_id
+      JOIN inboxes i ON i.id = c.inbox_id
+     WHERE m.conversation_id = :cid AND m.direction = 'out'
+       AND m.status IN ('queued', 'sending')
+     ORDER BY m.id
+     LIMIT 2
+    """
+)
+MARK_SENDING = text(
+    "UPDATE messages SET status = 'sending', attempts = attempts + 1 WHERE id = :id"
+)
+
+
+async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
+    """The next message to send (or what happened to it), and whether another waits.
+
+    The common case — queued, allowed, inside the window — costs two statements; the
+    rest (a send to adopt, a skip, a template required) goes through `_claim`.
+    """
+    async with autocommit() as conn:
+        rows = (await conn.execute(NEXT_SQL, {"cid": conversation_id})).all()
+        if not rows:
+            return None, False
+        r = rows[0]
+        sendable = (
+            r.status == "queued"
+            and _skip_reason(r.owner, r.actor, r.unreachable_at, r.opted_out_at, r.content) is None
+            and (r.type not in FREE_FORM or in_service_window(r.last_inbound_at))
+        )
+        if sendable:
+            await conn.execute(MARK_SENDING, {"id": r.id})
+            return _Next(
+                message_id=r.id,
+                conversation_id=conversation_id,
+                kind=r.type,
+                text=r.text or "",
+                content=dict(r.content or {}),
+                key=r.idempotency_key or f"message:{r.id}",
+                actor=r.actor,
+                to=r.wa_id or r.bsuid or "",
+                phone_number_id=r.phone_number_id,
+            ), len(rows) > 1
+    async with session_scope() as session:
+        return await _claim_locked(session, conversation_id), len(rows) > 1
+
+
+async def _claim_locked(session: AsyncSession, conversation_id: int) -> _Next | str | None:
     rows = (
         await session.execute(
             select(Message, Conversation, Contact, Inbox)
@@ -134,14 +183,14 @@ async def _claim_next(
                 Message.status.in_(("queued", "sending")),
             )
             .order_by(Message.id)
-            .limit(2)
+            .limit(1)
             .with_for_update(of=Message)
         )
     ).all()
     if not rows:
-        return None, False
+        return None
     message, conversation, contact, inbox = rows[0]
-    return await _claim(session, message, conversation, contact, inbox), len(rows) > 1
+    return await _claim(session, message, conversation, contact, inbox)
 
 
 async def _claim(
@@ -157,7 +206,13 @@ async def _claim(
         adopted = await _adopt_from_status(session, message)
         if adopted:
             return "adopted"
-    reason = _skip_reason(message, conversation, contact)
+    reason = _skip_reason(
+        conversation.owner,
+        message.actor,
+        contact.unreachable_at,
+        contact.opted_out_at,
+        message.content,
+    )
     if reason:
         await _finish(session, message, "skipped", reason=reason)
         return "skipped"
@@ -180,16 +235,23 @@ async def _claim(
         key=message.idempotency_key or f"message:{message.id}",
         actor=message.actor,
         to=contact.wa_id or contact.bsuid or "",
-        inbox=inbox,
+        phone_number_id=inbox.phone_number_id,
     )
 
 
-def _skip_reason(message: Message, conversation: Conversation, contact: Contact) -> str | None:
-    if conversation.owner == "human" and message.actor.startswith("bot:"):
+def _skip_reason(
+    owner: str,
+    actor: str,
+    unreachable_at: datetime | None,
+    opted_out_at: datetime | None,
+    content: dict[str, Any] | None,
+) -> str | None:
+    """Why a queued message must not go out now, if it must not."""
+    if owner == "human" and actor.startswith("bot:"):
         return "a human owns the conversation: the bot does not speak"
-    if contact.unreachable_at is not None:
+    if unreachable_at is not None:
         return "contact is unreachable on WhatsApp (131026)"
-    if contact.opted_out_at is not None and (message.content or {}).get("proactive"):
+    if opted_out_at is not None and (content or {}).get("proactive"):
         return "contact opted out of proactive messages"
     return None
 
@@ -222,7 +284,7 @@ async def _adopt_from_status(session: AsyncSession, message: Message) -> bool:
 
 
 async def _send_one(item: _Next, *, final_attempt: bool) -> int:
-    channel = channel_for(item.inbox)
+    channel = channel_for(item.phone_number_id)
     started = time.perf_counter()
     try:
         wamid = await _call(channel, item)
@@ -232,9 +294,9 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
             raise RetryLater(str(exc)) from None
         return 0
     data = {"channel": channel.name, "wa_message_id": wamid, "by": item.actor}
-    async with session_scope() as session:
+    async with autocommit() as conn:  # one statement, one round trip
         early_statuses: bool = (
-            await session.execute(
+            await conn.execute(
                 RECORD_SENT,
                 {
                     "id": item.message_id,
@@ -246,7 +308,8 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
                 },
             )
         ).scalar_one()
-        if early_statuses:
+    if early_statuses:
+        async with session_scope() as session:
             await _apply_known_statuses(session, wamid)
     return 1
 
