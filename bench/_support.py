@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,6 +200,3 @@ def fmt(value: float) -> str:
 
 def dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
-
-
-_ = statistics

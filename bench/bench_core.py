@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -97,13 +98,36 @@ async def ack_section(url: str, seconds: float) -> dict[str, Any]:
             row: dict[str, Any] = {}
             for rate in (100, 300):
                 row[rate] = await open_loop(target, make, rate, seconds)
-            row["max"] = await closed_loop(target, make, clients=32, seconds=seconds)
+            runs = [await closed_loop(target, make, clients=32, seconds=seconds) for _ in range(3)]
+            row["max"] = statistics.median(runs)
+            row["max_runs"] = runs
             results[name] = row
         print(f"  measured {name}", flush=True)
     return results
 
 
-async def turns_section(url: str, turns: int) -> dict[str, float]:
+async def turns_section(url: str, turns: int, rounds: int = 3) -> dict[str, Any]:
+    """Median of `rounds` alternating runs (traza, then the bare loop), fresh contacts each."""
+    traza_runs: list[float] = []
+    bare_runs: list[float] = []
+    replies = 0
+    for r in range(rounds):
+        rate, accepted, count = await traza_turns(turns, offset=10_000 + r * turns)
+        traza_runs.append(rate)
+        replies += accepted
+        bare_runs.append(await bare_loop(count))
+    return {
+        "turns": turns * rounds,
+        "replies": replies,
+        "traza": statistics.median(traza_runs),
+        "bare": statistics.median(bare_runs),
+        "traza_runs": traza_runs,
+        "bare_runs": bare_runs,
+    }
+
+
+async def traza_turns(turns: int, *, offset: int) -> tuple[float, int, int]:
+    """Turns/s of traza's worker over `turns` new conversations; (rate, replies, turns)."""
     from sqlalchemy import text
 
     from traza.db.engine import get_engine
@@ -115,7 +139,7 @@ async def turns_section(url: str, turns: int) -> dict[str, float]:
     async with get_engine().begin() as conn:
         ids: set[int] = set()
         for i in range(turns):
-            body, _ = signed_message(i + 10_000)
+            body, _ = signed_message(i + offset)
             import json
 
             result = await store_webhook(
@@ -148,12 +172,14 @@ async def turns_section(url: str, turns: int) -> dict[str, float]:
     async with get_engine().connect() as conn:
         replies = (
             await conn.execute(
-                text("SELECT count(*) FROM messages WHERE direction='out' AND status='accepted'")
+                text(
+                    "SELECT count(*) FROM messages WHERE direction='out' AND status='accepted' "
+                    "AND conversation_id = ANY(:ids)"
+                ),
+                {"ids": list(ids)},
             )
         ).scalar_one()
-    traza_rate = len(ids) / elapsed
-    bare_rate = await bare_loop(len(ids))
-    return {"turns": len(ids), "replies": replies, "traza": traza_rate, "bare": bare_rate}
+    return len(ids) / elapsed, int(replies), len(ids)
 
 
 async def bare_loop(turns: int) -> float:
@@ -308,6 +334,13 @@ def main() -> None:
                         f"{t[rate][key] / b[rate][key]:12.2f}"
                     )
                 print(f"{rate} msg/s errors{'':9}{t[rate]['errors']:12d}{b[rate]['errors']:12d}")
+            print(
+                "max sustained runs: traza "
+                + ", ".join(f"{v:.0f}" for v in t["max_runs"])
+                + " | bare "
+                + ", ".join(f"{v:.0f}" for v in b["max_runs"])
+                + " (medians below)"
+            )
             ratio = t["max"] / b["max"]
             print(f"max sustained req/s{'':5}{t['max']:12.1f}{b['max']:12.1f}{ratio:12.2f}")
 
@@ -333,6 +366,9 @@ def main() -> None:
         turns, sizes = asyncio.run(turns_and_bytes())
         print("\nEnd-to-end turns (offline models, worker concurrency 8)")
         print(f"turns={turns['turns']:.0f} replies accepted={turns['replies']:.0f}")
+        runs_t = ", ".join(f"{v:.1f}" for v in turns["traza_runs"])
+        runs_b = ", ".join(f"{v:.1f}" for v in turns["bare_runs"])
+        print(f"runs: traza [{runs_t}]  bare [{runs_b}]  (medians below)")
         print(
             f"turns/s traza={turns['traza']:.1f} bare LangGraph loop={turns['bare']:.1f} "
             f"ratio={turns['traza'] / turns['bare']:.2f}"
