@@ -37,10 +37,11 @@ from bench._support import (  # noqa: E402
 SECRET = "bench-secret"
 
 
-def signed_message(i: int) -> tuple[bytes, dict[str, str]]:
+def signed_message(i: int, contacts: int = 500) -> tuple[bytes, dict[str, str]]:
+    """A signed one-message webhook from contact `i % contacts`."""
     from traza.ingest.signature import sign
 
-    wa_id = f"52155{i % 500:07d}"
+    wa_id = f"52{i % contacts:011d}"
     payload = {
         "object": "whatsapp_business_account",
         "entry": [
@@ -139,7 +140,7 @@ async def traza_turns(turns: int, *, offset: int) -> tuple[float, int, int]:
     async with get_engine().begin() as conn:
         ids: set[int] = set()
         for i in range(turns):
-            body, _ = signed_message(i + offset)
+            body, _ = signed_message(i + offset, contacts=10**9)  # a new conversation each
             import json
 
             result = await store_webhook(
@@ -276,7 +277,7 @@ async def checkpoint_section(url: str, turns: int = 100) -> dict[int, int]:
     async with jobs.open_async():
         previous = 0
         for n in range(1, turns + 1):
-            body, _ = signed_message(999_999)  # always the same contact
+            body, _ = signed_message(-1, contacts=10**9)  # one contact of its own
             payload = json.loads(body)
             payload["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = texts[
                 n % len(texts)

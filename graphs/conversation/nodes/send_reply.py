@@ -1,67 +1,99 @@
-"""Queue the approved reply in the outbox; the sender job delivers it."""
+"""Queue the approved reply in the outbox; the turn's job delivers it right after."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from langgraph.runtime import Runtime
+from sqlalchemy import text
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import flush, step_event
+from graphs.conversation.tracing import current_scope, run_position
 from traza import trace
-from traza.conversations import repository as repo
-from traza.db.engine import get_engine
+from traza.db.engine import autocommit
 from traza.jobs.tasks import schedule_delivery
-from traza.outbound.outbox import queue_message
+
+# One statement: the outbox row (unique on its key, so a retried turn queues nothing new),
+# "these messages are answered", and the turn's trace — buffered events plus the two this
+# node adds — commit together.
+WRITE_REPLY = text(
+    """
+    WITH m AS (
+      INSERT INTO messages (conversation_id, direction, idempotency_key, type, content, text,
+                            actor, status, channel)
+      VALUES (:cid, 'out', :key, 'text', CAST(:content AS jsonb), :body, :actor, 'queued',
+              'whatsapp')
+      ON CONFLICT (idempotency_key) DO NOTHING
+      RETURNING id
+    ), answered AS (
+      UPDATE messages SET processed_at = now()
+       WHERE id = ANY(CAST(:ids AS bigint[])) AND processed_at IS NULL
+    ), events AS (
+      SELECT 1 AS part, e.n, e.conversation_id, e.at, e.kind, e.actor, e.data, e.duration_ms,
+             e.message_id, e.thread_id, e.step, e.llm
+        FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb)) AS (
+               conversation_id bigint, at timestamptz, kind text, actor text, data jsonb,
+               duration_ms float8, message_id bigint, thread_id text, step int, llm boolean))
+             WITH ORDINALITY AS e(conversation_id, at, kind, actor, data, duration_ms,
+                                  message_id, thread_id, step, llm, n)
+      UNION ALL
+      SELECT 2, 1, :cid, now(), 'message.queued', :actor, CAST(:queued AS jsonb), NULL,
+             m.id, :thread, :step, false
+        FROM m
+      UNION ALL
+      SELECT 3, 1, :cid, now(), 'reply.sent_to_outbox', :actor,
+             jsonb_build_object('message_id', (SELECT id FROM m),
+                                'answers', CAST(:answers AS jsonb)),
+             :ms, (SELECT id FROM m), :thread, :step, false
+    ), written AS (
+      INSERT INTO trace_events (conversation_id, at, kind, actor, data, duration_ms,
+                                message_id, thread_id, step, llm)
+      SELECT conversation_id, at, kind, actor, data, duration_ms, message_id, thread_id,
+             step, llm
+        FROM events ORDER BY part, n
+    )
+    SELECT id FROM m
+    """
+)
 
 
 async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Outbox row and "turn consumed" in one transaction, keyed by the turn's last message.
-
-    A turn retried after a crash finds the key taken and queues nothing new.
-    """
+    """Write the reply to the outbox, keyed by the turn's last message, and ask for delivery."""
     started = time.perf_counter()
     draft = state.get("draft") or {}
     ids = [i["id"] for i in state.get("turn") or []]
     actor = trace.bot(runtime.context.bot_name)
     cid = state["conversation_id"]
     key = f"reply:{cid}:{max(ids) if ids else 'none'}"
-    async with get_engine().begin() as session:  # Core: no ORM objects needed here
-        message_id = await queue_message(
-            session,
-            conversation_id=cid,
-            key=key,
-            actor=actor,
-            kind="text",
-            text_body=str(draft.get("text") or ""),
-            content={"body": draft.get("text"), "source": draft.get("source")},
-            record=False,
-        )
-        await repo.mark_processed(session, ids)
-        # The turn's buffered events and these two go in with one INSERT.
-        events = [
-            step_event(
-                conversation_id=cid,
-                kind="reply.sent_to_outbox",
-                actor=actor,
-                data={"message_id": message_id, "answers": ids},
-                started=started,
-                message_id=message_id,
+    scope = current_scope()
+    buffered = list(scope.events) if scope else []
+    thread, step = run_position()
+    async with autocommit() as conn:
+        (
+            await conn.execute(
+                WRITE_REPLY,
+                {
+                    "cid": cid,
+                    "key": key,
+                    "content": json.dumps(
+                        {"body": draft.get("text"), "source": draft.get("source")}
+                    ),
+                    "body": str(draft.get("text") or ""),
+                    "actor": actor,
+                    "ids": ids,
+                    "events": json.dumps(buffered, default=str),
+                    "queued": json.dumps({"type": "text", "key": key}),
+                    "answers": json.dumps(ids),
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                    "thread": thread,
+                    "step": step,
+                },
             )
-        ]
-        if message_id is not None:
-            events.insert(
-                0,
-                step_event(
-                    conversation_id=cid,
-                    kind="message.queued",
-                    actor=actor,
-                    data={"type": "text", "key": key},
-                    message_id=message_id,
-                ),
-            )
-        await flush(session, events)
-    await schedule_delivery(state["conversation_id"])
+        ).scalar_one_or_none()
+    if scope is not None:
+        del scope.events[: len(buffered)]
+    await schedule_delivery(cid)
     return {"turn": []}
