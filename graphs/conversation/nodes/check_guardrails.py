@@ -11,7 +11,6 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
-from traza.db.engine import session_scope
 from traza.decisions import llm
 from traza.decisions.guardrails import check_reply
 
@@ -37,14 +36,12 @@ async def check_guardrails(state: ConversationState, runtime: Runtime[Context]) 
             "rule": "guardrail",
             "reason": f"reply blocked: {', '.join(verdict.policies)}",
         }
-    async with session_scope() as session:
-        await record_step(
-            session,
-            conversation_id=state["conversation_id"],
-            kind="guardrail.verdict",
-            actor=trace.bot(runtime.context.bot_name),
-            data=verdict.as_dict() | data | {"draft_source": draft.get("source")},
-            started=started,
-            llm=model is not None,
-        )
+    await record_step(  # buffered: written with the turn's effect
+        conversation_id=state["conversation_id"],
+        kind="guardrail.verdict",
+        actor=trace.bot(runtime.context.bot_name),
+        data=verdict.as_dict() | data | {"draft_source": draft.get("source")},
+        started=started,
+        llm=model is not None,
+    )
     return update

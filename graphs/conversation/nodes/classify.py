@@ -11,7 +11,6 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
-from traza.db.engine import session_scope
 from traza.decisions import llm
 from traza.decisions.classifier import Classification, classify_turn
 
@@ -38,16 +37,14 @@ async def classify(state: ConversationState, runtime: Runtime[Context]) -> dict[
             language_hint=state.get("language"),
         )
     streak = state.get("unknown_streak", 0) + 1 if result.intent == "unknown" else 0
-    async with session_scope() as session:
-        await record_step(
-            session,
-            conversation_id=state["conversation_id"],
-            kind="classification",
-            actor=trace.bot(runtime.context.bot_name),
-            data=result.as_dict() | data,
-            started=started,
-            llm=result.source == "llm" or "llm_error" in data,
-        )
+    await record_step(  # buffered: written with the turn's effect
+        conversation_id=state["conversation_id"],
+        kind="classification",
+        actor=trace.bot(runtime.context.bot_name),
+        data=result.as_dict() | data,
+        started=started,
+        llm=result.source == "llm" or "llm_error" in data,
+    )
     return {
         "classification": result.as_dict(),
         "language": result.language,

@@ -12,7 +12,6 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
-from traza.db.engine import session_scope
 from traza.decisions import llm
 
 
@@ -39,16 +38,14 @@ async def write_reply(state: ConversationState, runtime: Runtime[Context]) -> di
             draft = {"kind": "text", "text": text, "source": "llm"}
         except llm.LLMError as exc:
             data |= {"llm_error": str(exc), "fallback": "template"}
-    async with session_scope() as session:
-        await record_step(
-            session,
-            conversation_id=state["conversation_id"],
-            kind="reply.drafted",
-            actor=trace.bot(runtime.context.bot_name),
-            data=data | {"source": draft["source"]},
-            started=started,
-            llm=model is not None,
-        )
+    await record_step(  # buffered: written with the turn's effect
+        conversation_id=state["conversation_id"],
+        kind="reply.drafted",
+        actor=trace.bot(runtime.context.bot_name),
+        data=data | {"source": draft["source"]},
+        started=started,
+        llm=model is not None,
+    )
     return {"draft": draft}
 
 
