@@ -76,32 +76,6 @@ def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def step_event(
-    *,
-    conversation_id: int,
-    kind: str,
-    actor: str,
-    data: dict[str, Any],
-    started: float | None = None,
-    message_id: int | None = None,
-    llm: bool = False,
-) -> dict[str, Any]:
-    """A trace row for the running node, stamped with its thread, step and duration."""
-    tid, step = run_position()
-    return {
-        "conversation_id": conversation_id,
-        "at": datetime.now(UTC),
-        "kind": kind,
-        "actor": actor,
-        "data": data,
-        "duration_ms": elapsed_ms(started) if started is not None else None,
-        "message_id": message_id,
-        "thread_id": tid,
-        "step": step,
-        "llm": llm,
-    }
-
-
 async def record_step(
     session: AsyncSession | None = None,
     *,
@@ -118,15 +92,19 @@ async def record_step(
     Without a session the event is buffered in the turn's scope (or, outside a turn,
     written in its own transaction); with one, it is written there after any buffered ones.
     """
-    event = step_event(
-        conversation_id=conversation_id,
-        kind=kind,
-        actor=actor,
-        data=data,
-        started=started,
-        message_id=message_id,
-        llm=llm,
-    )
+    tid, step = run_position()
+    event = {
+        "conversation_id": conversation_id,
+        "at": datetime.now(UTC),
+        "kind": kind,
+        "actor": actor,
+        "data": data,
+        "duration_ms": elapsed_ms(started) if started is not None else None,
+        "message_id": message_id,
+        "thread_id": tid,
+        "step": step,
+        "llm": llm,
+    }
     scope = current_scope()
     if session is None and scope is not None:
         scope.events.append(event)

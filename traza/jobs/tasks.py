@@ -11,7 +11,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import procrastinate
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
 from procrastinate.jobs import Status
@@ -147,6 +146,3 @@ async def recover(*, stalled_after: float) -> dict[str, int]:
             len(send_ids),
         )
     return {"stalled": stalled, "turns": len(turn_ids), "sends": len(send_ids)}
-
-
-__all__ = ["app", "procrastinate", "schedule_delivery", "schedule_turn"]

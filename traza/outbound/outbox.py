@@ -36,12 +36,8 @@ async def queue_message(
     text_body: str,
     content: dict[str, Any] | None = None,
     channel: str = "whatsapp",
-    record: bool = True,
 ) -> int | None:
-    """Queue one outbound message; None when this key was queued before.
-
-    With `record=False` the caller writes the `message.queued` trace event itself.
-    """
+    """Queue one outbound message; None when this key was queued before."""
     message_id: int | None = (
         await session.execute(
             QUEUE,
@@ -56,7 +52,7 @@ async def queue_message(
             },
         )
     ).scalar_one_or_none()
-    if message_id is not None and record:
+    if message_id is not None:
         await trace.record(
             session,
             conversation_id=conversation_id,

@@ -155,17 +155,8 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
         )
         if sendable:
             await conn.execute(MARK_SENDING, {"id": r.id})
-            return _Next(
-                message_id=r.id,
-                conversation_id=conversation_id,
-                kind=r.type,
-                text=r.text or "",
-                content=dict(r.content or {}),
-                key=r.idempotency_key or f"message:{r.id}",
-                actor=r.actor,
-                to=r.wa_id or r.bsuid or "",
-                phone_number_id=r.phone_number_id,
-            ), len(rows) > 1
+            to = r.wa_id or r.bsuid or ""
+            return _next(r, conversation_id, to, r.phone_number_id), len(rows) > 1
     async with session_scope() as session:
         return await _claim_locked(session, conversation_id), len(rows) > 1
 
@@ -226,16 +217,22 @@ async def _claim(
         return "template_required"
     message.status = "sending"
     message.attempts += 1
+    to = contact.wa_id or contact.bsuid or ""
+    return _next(message, conversation.id, to, inbox.phone_number_id)
+
+
+def _next(message: Any, conversation_id: int, to: str, phone_number_id: str) -> _Next:
+    """What the send needs, from a `Message` or a row with the same columns."""
     return _Next(
         message_id=message.id,
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         kind=message.type,
         text=message.text or "",
         content=dict(message.content or {}),
         key=message.idempotency_key or f"message:{message.id}",
         actor=message.actor,
-        to=contact.wa_id or contact.bsuid or "",
-        phone_number_id=inbox.phone_number_id,
+        to=to,
+        phone_number_id=phone_number_id,
     )
 
 
