@@ -93,6 +93,8 @@ def test_quick_start_embedded_postgres_serve_and_simulate(tmp_path):
     finally:
         banner = stop(proc)
     assert f"Docs     {url}/docs" in banner and "embedded PostgreSQL" in banner
+    # simulate looked the contact up by ?wa_id=: the access log must not show the number
+    assert "GET /conversations" in banner and "5215550001111" not in banner
 
     pgdata = Path(env["TRAZA_HOME"]) / "pgdata"
     assert (pgdata / "PG_VERSION").exists()

