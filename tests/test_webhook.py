@@ -1168,3 +1168,25 @@ async def test_status_that_arrives_before_the_send_response_is_applied(client, d
         (row["id"],),
     ).fetchall()
     assert [a["s"] for a in applied] == ["sent", "delivered"]
+
+
+async def test_a_status_left_unapplied_by_a_race_is_applied_by_the_sweep(client, db):
+    """The webhook stored the status but could not see our message's id yet."""
+    from traza.jobs.tasks import recover
+
+    await say(client, "hola")
+    wamid = db.execute("SELECT wa_message_id FROM messages WHERE direction='out'").fetchone()[
+        "wa_message_id"
+    ]
+    db.execute(
+        "INSERT INTO message_statuses (wa_message_id, status, at) VALUES (%s, 'delivered', now())",
+        (wamid,),
+    )
+    assert (await recover(stalled_after=5))["statuses"] == 1
+    message = db.execute(
+        "SELECT status, delivered_at FROM messages WHERE wa_message_id = %s", (wamid,)
+    ).fetchone()
+    assert message["status"] == "delivered" and message["delivered_at"] is not None
+    assert (await recover(stalled_after=5))["statuses"] == 0  # applied once
+    traced = db.execute("SELECT count(*) AS n FROM trace_events WHERE kind='message.status'")
+    assert traced.fetchone()["n"] == 1

@@ -498,3 +498,41 @@ async def apply_status(conn: AsyncConnection, status: StatusUpdate) -> None:
         data=data,
         message_id=updated.id,
     )
+
+
+# Statuses stored but never applied: a status webhook that committed while the sender was
+# recording the same message id could not see it, nor the sender the status. The sweep
+# applies them (each at most once: a status is missing exactly while its timestamp is).
+UNAPPLIED_STATUSES = text(
+    """
+    SELECT s.wa_message_id, s.status, s.at, s.recipient_id, s.error_code, s.error_title,
+           s.callback_data
+      FROM message_statuses s JOIN messages m ON m.wa_message_id = s.wa_message_id
+     WHERE s.at IS NOT NULL AND s.received_at > now() - interval '1 day'
+       AND ((s.status = 'sent' AND m.sent_at IS NULL)
+         OR (s.status = 'delivered' AND m.delivered_at IS NULL)
+         OR (s.status = 'read' AND m.read_at IS NULL)
+         OR (s.status = 'failed' AND m.failed_at IS NULL))
+     ORDER BY s.id
+     LIMIT 1000
+    """
+)
+
+
+async def repair_statuses(conn: AsyncConnection) -> int:
+    """Apply statuses a race left unapplied; return how many."""
+    rows = (await conn.execute(UNAPPLIED_STATUSES)).all()
+    for row in rows:
+        await apply_status(
+            conn,
+            StatusUpdate(
+                wa_message_id=row.wa_message_id,
+                status=row.status,
+                timestamp=row.at,
+                recipient_id=row.recipient_id,
+                error_code=row.error_code,
+                error_title=row.error_title,
+                callback_data=row.callback_data,
+            ),
+        )
+    return len(rows)

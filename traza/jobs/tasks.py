@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from graphs.conversation.tracing import current_scope
 from traza.db.engine import session_scope
+from traza.ingest.store import repair_statuses
 from traza.jobs.app import app, ensure_open
 from traza.jobs.queues import PROCESS_CONVERSATION, SEND_QUEUE, TURN_QUEUE, conversation_lock
 from traza.outbound.sender import RetryLater, deliver
@@ -102,7 +103,11 @@ async def sweep(context: JobContext, timestamp: int) -> None:
 
 
 async def recover(*, stalled_after: float) -> dict[str, int]:
-    """Retry stalled jobs; requeue unprocessed inbound and undelivered outbound messages."""
+    """Repair what a crash or a race left behind.
+
+    Retries stalled jobs, requeues unprocessed inbound and undelivered outbound
+    messages, and applies statuses a race left unapplied.
+    """
     stalled = 0
     for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
         try:
@@ -134,15 +139,23 @@ async def recover(*, stalled_after: float) -> dict[str, int]:
             )
         ).scalars()
         send_ids = list(sends)
+        repaired = await repair_statuses(await session.connection())
     for cid in turn_ids:
         await schedule_turn(cid, delay=0)
     for cid in send_ids:
         await schedule_delivery(cid)
-    if stalled or turn_ids or send_ids:
+    if stalled or turn_ids or send_ids or repaired:
         log.warning(
-            "sweep: %d stalled jobs retried, %d turns and %d deliveries requeued",
+            "sweep: %d stalled jobs retried, %d turns and %d deliveries requeued, "
+            "%d statuses applied late",
             stalled,
             len(turn_ids),
             len(send_ids),
+            repaired,
         )
-    return {"stalled": stalled, "turns": len(turn_ids), "sends": len(send_ids)}
+    return {
+        "stalled": stalled,
+        "turns": len(turn_ids),
+        "sends": len(send_ids),
+        "statuses": repaired,
+    }
