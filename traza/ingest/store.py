@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -522,6 +523,12 @@ UNAPPLIED_STATUSES = text(
 async def repair_statuses(conn: AsyncConnection) -> int:
     """Apply statuses a race left unapplied; return how many."""
     rows = (await conn.execute(UNAPPLIED_STATUSES)).all()
+    await apply_stored_statuses(conn, rows)
+    return len(rows)
+
+
+async def apply_stored_statuses(conn: AsyncConnection, rows: Iterable[Any]) -> None:
+    """Apply statuses read back from `message_statuses` (rows or `MessageStatus` objects)."""
     for row in rows:
         await apply_status(
             conn,
@@ -535,4 +542,3 @@ async def repair_statuses(conn: AsyncConnection) -> int:
                 callback_data=row.callback_data,
             ),
         )
-    return len(rows)

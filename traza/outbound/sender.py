@@ -26,8 +26,7 @@ from traza.db import locks
 from traza.db.engine import autocommit, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Contact, Conversation, Inbox, Message, MessageStatus
-from traza.ingest.payload import StatusUpdate
-from traza.ingest.store import apply_status
+from traza.ingest.store import apply_stored_statuses
 from traza.outbound.channels import (
     OUTSIDE_WINDOW,
     UNREACHABLE,
@@ -426,17 +425,4 @@ async def _apply_known_statuses(session: AsyncSession, wamid: str) -> None:
             .order_by(MessageStatus.id)
         )
     ).scalars()
-    conn = await session.connection()
-    for row in rows:
-        await apply_status(
-            conn,
-            StatusUpdate(
-                wa_message_id=wamid,
-                status=row.status,
-                timestamp=row.at,
-                recipient_id=row.recipient_id,
-                error_code=row.error_code,
-                error_title=row.error_title,
-                callback_data=row.callback_data,
-            ),
-        )
+    await apply_stored_statuses(await session.connection(), rows)
