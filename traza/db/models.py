@@ -42,7 +42,11 @@ class Base(DeclarativeBase):
     """Declarative base with stable constraint names for migrations."""
 
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+    type_annotation_map = {
+        dict[str, Any]: JSONB,
+        list[Any]: JSONB,
+        datetime: DateTime(timezone=True),
+    }
 
 
 def _now() -> Any:
@@ -103,6 +107,7 @@ class Conversation(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="open")
     owner: Mapped[str] = mapped_column(String(16), server_default="bot")
     owner_agent: Mapped[str | None] = mapped_column(String(200))
+    team: Mapped[str | None] = mapped_column(String(64), index=True)
     thread_id: Mapped[str] = mapped_column(String(64), unique=True)
     last_inbound_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
@@ -186,13 +191,21 @@ class Handoff(Base):
     __tablename__ = "handoffs"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('open', 'assigned', 'resolved', 'returned')", name="status_kind"
+            "status IN ('open', 'assigned', 'accepted', 'resolved', 'returned')",
+            name="status_kind",
         ),
+        CheckConstraint("sla_state IN ('ok', 'breached')", name="sla_state_kind"),
         Index(
             "uq_handoffs_one_open",
             "conversation_id",
             unique=True,
-            postgresql_where=text("status IN ('open', 'assigned')"),
+            postgresql_where=text("status IN ('open', 'assigned', 'accepted')"),
+        ),
+        Index(
+            "ix_handoffs_queue",
+            "team",
+            "status",
+            postgresql_where=text("status IN ('open', 'assigned', 'accepted')"),
         ),
     )
 
@@ -203,6 +216,18 @@ class Handoff(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200))
     assigned_agent: Mapped[str | None] = mapped_column(String(200))
+    team: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(32), server_default="normal")
+    query_type: Mapped[str | None] = mapped_column(String(64))
+    rules_version: Mapped[str | None] = mapped_column(String(32))
+    waiting_until: Mapped[datetime | None]
+    """Out of hours: the opening time the handoff waits for before assignment."""
+    assigned_at: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
+    first_response_at: Mapped[datetime | None]
+    last_response_at: Mapped[datetime | None]
+    escalated_to: Mapped[str | None] = mapped_column(String(200))
+    sla_state: Mapped[str] = mapped_column(String(16), server_default="ok")
     created_at: Mapped[datetime] = _now()
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(200))
@@ -225,3 +250,145 @@ class TraceEvent(Base):
     thread_id: Mapped[str | None] = mapped_column(String(64))
     step: Mapped[int | None] = mapped_column(Integer)
     llm: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+
+class Team(Base):
+    """A team of human agents; rules give it hours, priorities and SLAs."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class Agent(Base):
+    """A person who answers conversations (or supervises, or administers)."""
+
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role_kind"),
+        CheckConstraint("status IN ('online', 'away', 'offline')", name="status_kind"),
+        CheckConstraint("capacity >= 0", name="capacity_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16), server_default="agent")
+    status: Mapped[str] = mapped_column(String(16), server_default="offline")
+    capacity: Mapped[int] = mapped_column(Integer, server_default="5")
+    last_assigned_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+
+
+class AgentTeam(Base):
+    """Membership of an agent in a team."""
+
+    __tablename__ = "agent_teams"
+
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    team_id: Mapped[int] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored; the key is shown once when created."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None]
+
+
+class Note(Base):
+    """An internal note between agents: recorded, never sent to the customer."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id"))
+    author: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class SlaTimer(Base):
+    """One SLA clock of a handoff; a procrastinate job fires at its deadline."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        CheckConstraint(
+            "metric IN ('first_response', 'next_response', 'resolution')", name="metric_kind"
+        ),
+        CheckConstraint(
+            "status IN ('running', 'met', 'breached', 'cancelled')", name="status_kind"
+        ),
+        Index(
+            "uq_sla_timers_running",
+            "handoff_id",
+            "metric",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), index=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), server_default="running")
+    started_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    rules_version: Mapped[str | None] = mapped_column(String(32))
+    actions: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
+
+
+class IntegrationCall(Base):
+    """One outbound webhook to an integration: pending, delivered, or dead-lettered."""
+
+    __tablename__ = "integration_calls"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    integration: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+    delivered_at: Mapped[datetime | None]
+
+
+class CsatRating(Base):
+    """A customer's 1-5 rating of a resolved handoff, attributed to agent, team and bot."""
+
+    __tablename__ = "csat_ratings"
+    __table_args__ = (CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), unique=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str | None] = mapped_column(String(200))
+    team: Mapped[str | None] = mapped_column(String(64))
+    bot: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()

@@ -1,14 +1,20 @@
-"""The routing policy: who answers this turn — the bot, a human, or a system action.
+"""The routing policy: who answers this turn — a bot, a team of humans, or a system action.
 
-Rules are tried in order and the first that matches wins; the winning rule, its reason
-and the inputs it looked at are recorded in the trace with every decision.
+Three built-in rules come first and cannot be configured away: an opt-out is always
+honoured, a CSAT answer is always recorded, and while a human owns the conversation the
+bot never takes it back by itself. Then the rules file's `routing` list is tried in order
+(first match wins), then `default-bot`. The decision records the winning rule, its
+reason, the inputs it looked at and the rules version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from traza.decisions.text import normalise, phrase_pattern
+from traza.rules.loader import LoadedRules, defaults
+from traza.rules.schema import Match, RoutingRule
 
 Route = Literal["bot", "human", "system"]
 
@@ -25,6 +31,10 @@ class RoutingInputs:
     owner: str
     opted_out: bool
     unknown_streak: int
+    text: str = ""
+    contact: str | None = None
+    inbox: str | None = None
+    payload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,48 +46,100 @@ class RouteDecision:
     reason: str
     action: str | None
     inputs: dict[str, Any]
+    rules_version: str
+    team: str | None = None
+    bot: str | None = None
+    priority: str | None = None
+    query_type: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy for state and trace."""
-        return asdict(self)
+        data = asdict(self)
+        data["inputs"] = {k: v for k, v in self.inputs.items() if k != "text"}
+        return data
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One routing rule: a name, a test, a route and (for systems) an action."""
-
-    name: str
-    when: Callable[[RoutingInputs], bool]
-    route: Route
-    reason: str
-    action: str | None = None
-
-
-DEFAULT_RULES: tuple[Rule, ...] = (
-    Rule("opt-out", lambda i: i.opt_out, "system", "customer asked to stop messages", "opt_out"),
-    Rule("human-owner", lambda i: i.owner == "human", "human", "a human owns the conversation"),
-    Rule("asks-for-person", lambda i: i.wants_human, "human", "customer asked for a person"),
-    Rule("frustration", lambda i: i.frustration, "human", "customer shows frustration or anger"),
-    Rule("negotiation", lambda i: i.intent == "salary", "human", "salary or negotiation topic"),
-    Rule(
-        "out-of-scope",
-        lambda i: i.intent == "unknown" and i.unknown_streak >= 2,
-        "human",
-        "topic outside the bot's knowledge twice in a row",
-    ),
-    Rule("default-bot", lambda i: True, "bot", "the bot can answer this"),
-)
+def matches(when: Match, i: RoutingInputs) -> bool:
+    """Whether every condition given in `when` holds."""
+    if when.intents is not None and i.intent not in when.intents:
+        return False
+    if when.keywords is not None:
+        if not phrase_pattern(tuple(when.keywords)).search(normalise(i.text)):
+            return False
+    if when.contacts is not None and i.contact not in when.contacts:
+        return False
+    if when.inboxes is not None and i.inbox not in when.inboxes:
+        return False
+    if when.wants_human is not None and i.wants_human != when.wants_human:
+        return False
+    if when.frustration is not None and i.frustration != when.frustration:
+        return False
+    if when.min_unknown_streak is not None and i.unknown_streak < when.min_unknown_streak:
+        return False
+    return not (when.max_confidence is not None and i.confidence > when.max_confidence)
 
 
-def decide(inputs: RoutingInputs, rules: tuple[Rule, ...] = DEFAULT_RULES) -> RouteDecision:
-    """Apply the rules in order; the first that matches decides."""
-    for rule in rules:
-        if rule.when(inputs):
-            return RouteDecision(
-                route=rule.route,
-                rule=rule.name,
-                reason=rule.reason,
-                action=rule.action,
-                inputs=asdict(inputs),
-            )
-    raise LookupError("no routing rule matched; the rule list must end with a catch-all")
+def _builtin(i: RoutingInputs) -> tuple[Route, str, str, str | None] | None:
+    if i.opt_out:
+        return "system", "opt-out", "customer asked to stop messages", "opt_out"
+    if i.payload and i.payload.startswith("csat:"):
+        return "system", "csat-answer", "customer rated the service", "csat"
+    if i.owner == "human":
+        return "human", "human-owner", "a human owns the conversation", None
+    return None
+
+
+def _configured(rule: RoutingRule, loaded: LoadedRules, i: RoutingInputs) -> RouteDecision:
+    rules = loaded.rules
+    query_type = rule.query_type or (i.intent if i.intent in rules.query_types else None)
+    qt = rules.query_types.get(query_type or "")
+    team = rule.team
+    priority = None
+    if team is not None:
+        team_rules = rules.teams.get(team)
+        priority = (
+            rule.priority
+            or (qt.priority if qt else None)
+            or (team_rules.priority if team_rules else None)
+            or rules.default_priority
+        )
+    route: Route = "human" if team else "system" if rule.action else "bot"
+    return RouteDecision(
+        route=route,
+        rule=rule.name,
+        reason=rule.reason or f"rule '{rule.name}' matched",
+        action=rule.action,
+        inputs=asdict(i),
+        rules_version=loaded.version,
+        team=team,
+        bot=rule.bot,
+        priority=priority,
+        query_type=query_type,
+    )
+
+
+def decide(inputs: RoutingInputs, loaded: LoadedRules | None = None) -> RouteDecision:
+    """Built-in rules, then the configured ones in order, then the bot."""
+    loaded = loaded or defaults()
+    builtin = _builtin(inputs)
+    if builtin is not None:
+        route, name, reason, action = builtin
+        return RouteDecision(
+            route=route,
+            rule=name,
+            reason=reason,
+            action=action,
+            inputs=asdict(inputs),
+            rules_version=loaded.version,
+        )
+    for rule in loaded.rules.routing:
+        if matches(rule.when, inputs):
+            return _configured(rule, loaded, inputs)
+    return RouteDecision(
+        route="bot",
+        rule="default-bot",
+        reason="the bot can answer this",
+        action=None,
+        inputs=asdict(inputs),
+        rules_version=loaded.version,
+    )

@@ -1,0 +1,1 @@
+"""Operations rules: routing, teams' business hours, priorities, SLAs and integrations."""
