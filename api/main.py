@@ -12,11 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import conversations, handoffs, health, webhooks
+from api.routes import agents, conversations, handoffs, health, rules, webhooks
 from traza import __version__
 from traza.db.engine import dispose_engine
 from traza.jobs.app import app as jobs
 from traza.outbound.sender import close_http_client
+from traza.rules import active
+from traza.rules.loader import RulesError
 from traza.runtime import close_graph
 from traza.settings import get_settings
 
@@ -47,6 +49,11 @@ def create_app(*, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await jobs.open_async()
+        try:
+            await active.reload()
+        except RulesError as exc:
+            log.error("traza cannot start: the rules are invalid\n%s", exc)
+            raise
         task: asyncio.Task[None] | None = None
         if worker:
             concurrency = get_settings().traza_worker_concurrency
@@ -78,7 +85,7 @@ def create_app(*, worker: bool = False) -> FastAPI:
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
-    for module in (webhooks, conversations, handoffs, health):
+    for module in (webhooks, conversations, handoffs, agents, rules, health):
         app.include_router(module.router)
     return app
 

@@ -32,6 +32,7 @@ class ConversationPublic(BaseModel):
     status: str
     owner: str
     owner_agent: str | None
+    team: str | None = None
     thread_id: str
     last_inbound_at: datetime | None
     created_at: datetime
@@ -148,6 +149,145 @@ class HandoffPublic(BaseModel):
     summary: str | None
     created_by: str
     assigned_agent: str | None
+    team: str | None
+    priority: str
+    query_type: str | None
+    rules_version: str | None
+    waiting_until: datetime | None
+    assigned_at: datetime | None
+    accepted_at: datetime | None
+    first_response_at: datetime | None
+    escalated_to: str | None
+    sla_state: str
     created_at: datetime
     closed_at: datetime | None
     closed_by: str | None
+
+
+class NoteRequest(BaseModel):
+    """An internal note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, max_length=5000)
+
+
+class NotePublic(BaseModel):
+    """An internal note between agents."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    conversation_id: int
+    handoff_id: int | None
+    author: str
+    body: str
+    created_at: datetime
+
+
+class TransferRequest(BaseModel):
+    """Move a handoff to another team and/or a named agent, with a note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str | None = Field(default=None, min_length=1, max_length=64)
+    agent: str | None = Field(default=None, min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=5000)
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> TransferRequest:
+        if self.team is None and self.agent is None:
+            raise ValueError("name a 'team', an 'agent', or both")
+        return self
+
+
+Name = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class TeamRequest(BaseModel):
+    """A new team."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Name
+    description: str | None = Field(default=None, max_length=500)
+
+
+class TeamPublic(BaseModel):
+    """A team and its members."""
+
+    name: str
+    description: str | None
+    members: list[str]
+    online: int
+
+
+class AgentRequest(BaseModel):
+    """A new agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.@+-]+$")
+    teams: list[str] = Field(default_factory=lambda: ["general"])
+    role: Literal["agent", "supervisor", "admin"] = "agent"
+    capacity: int = Field(default=5, ge=0, le=1000)
+    email: str | None = Field(default=None, max_length=320)
+
+
+class AgentUpdate(BaseModel):
+    """Changes to an agent (any subset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teams: list[str] | None = None
+    role: Literal["agent", "supervisor", "admin"] | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1000)
+    status: Literal["online", "away", "offline"] | None = None
+    disabled: bool | None = None
+
+
+class StatusUpdate(BaseModel):
+    """An agent's own availability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["online", "away", "offline"]
+
+
+class AgentPublic(BaseModel):
+    """An agent as the API shows it (never with a key)."""
+
+    id: int
+    name: str
+    email: str | None
+    role: str
+    status: str
+    capacity: int
+    load: int
+    teams: list[str]
+    disabled: bool
+    created_at: datetime
+
+
+class AgentCreated(AgentPublic):
+    """A new agent with their API key, shown this once."""
+
+    api_key: str
+
+
+class KeyCreated(BaseModel):
+    """A new API key, shown this once."""
+
+    agent: str
+    api_key: str
+    prefix: str
+
+
+class RulesPublic(BaseModel):
+    """The active rules and where they came from."""
+
+    version: str | None
+    source: str | None
+    loaded_at: datetime | None
+    last_error: str | None
+    rules: dict[str, Any]

@@ -45,7 +45,9 @@ APP_SECRET = "test-app-secret"
 ADMIN = {"Authorization": "Bearer test-admin-key"}
 PHONE_NUMBER_ID = "109876543210"
 TABLES = (
-    "trace_events, message_statuses, messages, handoffs, conversations, contacts, inboxes, "
+    "trace_events, message_statuses, messages, csat_ratings, notes, sla_timers, "
+    "integration_calls, handoffs, conversations, contacts, inboxes, api_keys, agent_teams, "
+    "agents, teams, "
     "webhook_events, procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "
     "procrastinate_workers, checkpoints, checkpoint_blobs, checkpoint_writes"
 )
@@ -123,10 +125,17 @@ def settings_reset() -> Iterator[None]:
 def clean_db(database_url: str) -> Iterator[None]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        conn.execute("INSERT INTO teams (name, description) VALUES ('general', 'Default team')")
+    from traza import clock
     from traza.ingest.store import forget_cached_inboxes
+    from traza.rules import active
 
     forget_cached_inboxes()
+    active.forget()
+    clock.use(clock.SystemClock())
     yield
+    active.forget()
+    clock.use(clock.SystemClock())
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ async def test_operator_endpoints_need_a_valid_key(client):
     for path in ("/conversations", "/handoffs", "/conversations/1/timeline"):
         assert (await client.get(path)).status_code == 401
         bad = await client.get(path, headers={"Authorization": "Bearer wrong"})
-        assert bad.status_code == 401 and bad.json()["detail"] == "invalid API key"
+        assert bad.status_code == 401 and bad.json()["detail"] == "invalid or revoked API key"
 
 
 async def test_opt_out_is_honoured_and_confirmed_once(client, db):

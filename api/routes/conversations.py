@@ -1,25 +1,31 @@
-"""Operator endpoints on conversations: list, timeline, checkpoint history, resume."""
+"""Operator endpoints on conversations: list, timeline, history, resume, takeover, notes."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from api.deps import OperatorDep, SessionDep
+from api.deps import OperatorDep, SessionDep, check_team, deny
 from api.schemas import (
     CheckpointPublic,
     ContactPublic,
     ConversationPublic,
     MessagePublic,
+    NotePublic,
+    NoteRequest,
     ResumeRequest,
     ResumeResult,
     TimelineEntry,
 )
+from traza.conversations import repository as repo
 from traza.conversations import turns
-from traza.db.models import Contact, Conversation, Inbox, Message, TraceEvent
+from traza.db.engine import session_scope
+from traza.db.models import Contact, Conversation, Inbox, Message, Note, TraceEvent
+from traza.operations import handoffs
+from traza.operations.agents import Operator
 from traza.runtime import conversation_graph, thread_config
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
@@ -34,17 +40,25 @@ def _public(conversation: Conversation, contact: Contact, inbox: Inbox) -> Conve
         status=conversation.status,
         owner=conversation.owner,
         owner_agent=conversation.owner_agent,
+        team=conversation.team,
         thread_id=conversation.thread_id,
         last_inbound_at=conversation.last_inbound_at,
         created_at=conversation.created_at,
     )
 
 
-async def _get(session: SessionDep, conversation_id: int) -> Conversation:
+async def _visible(
+    conversation_id: int, request: Request, session: SessionDep, operator: OperatorDep
+) -> Conversation:
+    """The conversation, if it exists and the caller's teams cover it (else 404/403)."""
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="conversation not found")
+    await check_team(request, operator, team=conversation.team, conversation_id=conversation_id)
     return conversation
+
+
+VisibleConversation = Annotated[Conversation, Depends(_visible)]
 
 
 @router.get("", response_model=list[ConversationPublic])
@@ -54,10 +68,11 @@ async def list_conversations(
     wa_id: str | None = None,
     status_: Annotated[Literal["open", "closed"] | None, Query(alias="status")] = None,
     owner: Literal["bot", "human", "system"] | None = None,
+    team: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ConversationPublic]:
-    """Conversations, newest activity first; filter by `wa_id`, `status`, `owner`."""
+    """Conversations of the caller's teams (all for admins), newest activity first."""
     query = (
         select(Conversation, Contact, Inbox)
         .join(Contact, Contact.id == Conversation.contact_id)
@@ -69,6 +84,10 @@ async def list_conversations(
         query = query.where(Conversation.status == status_)
     if owner:
         query = query.where(Conversation.owner == owner)
+    if team:
+        query = query.where(Conversation.team == team)
+    if operator.role != "admin":
+        query = query.where(Conversation.team.in_(sorted(operator.teams)))
     query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
     rows = (await session.execute(query.limit(limit).offset(offset))).all()
     return [_public(c, contact, inbox) for c, contact, inbox in rows]
@@ -76,10 +95,9 @@ async def list_conversations(
 
 @router.get("/{conversation_id}", response_model=ConversationPublic)
 async def get_conversation(
-    conversation_id: int, session: SessionDep, operator: OperatorDep
+    conversation: VisibleConversation, session: SessionDep
 ) -> ConversationPublic:
     """One conversation."""
-    conversation = await _get(session, conversation_id)
     contact = await session.get_one(Contact, conversation.contact_id)
     inbox = await session.get_one(Inbox, conversation.inbox_id)
     return _public(conversation, contact, inbox)
@@ -87,27 +105,23 @@ async def get_conversation(
 
 @router.get("/{conversation_id}/messages", response_model=list[MessagePublic])
 async def list_messages(
-    conversation_id: int, session: SessionDep, operator: OperatorDep
+    conversation: VisibleConversation, session: SessionDep
 ) -> list[MessagePublic]:
     """Every message in and out, in order."""
-    await _get(session, conversation_id)
     rows = await session.execute(
-        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+        select(Message).where(Message.conversation_id == conversation.id).order_by(Message.id)
     )
     return [MessagePublic.model_validate(m) for m in rows.scalars()]
 
 
 @router.get("/{conversation_id}/timeline", response_model=list[TimelineEntry])
-async def timeline(
-    conversation_id: int, session: SessionDep, operator: OperatorDep
-) -> list[TimelineEntry]:
+async def timeline(conversation: VisibleConversation, session: SessionDep) -> list[TimelineEntry]:
     """The trace in order: messages, decisions, verdicts, handoffs, owner changes, sends."""
-    conversation = await _get(session, conversation_id)
     events = list(
         (
             await session.execute(
                 select(TraceEvent)
-                .where(TraceEvent.conversation_id == conversation_id)
+                .where(TraceEvent.conversation_id == conversation.id)
                 .order_by(TraceEvent.id)
             )
         ).scalars()
@@ -151,13 +165,10 @@ async def _checkpoints_by_step(session: SessionDep, thread_id: str) -> dict[int,
 
 @router.get("/{conversation_id}/history", response_model=list[CheckpointPublic])
 async def history(
-    conversation_id: int,
-    session: SessionDep,
-    operator: OperatorDep,
+    conversation: VisibleConversation,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CheckpointPublic]:
     """The LangGraph checkpoint history of the conversation's thread, newest first."""
-    conversation = await _get(session, conversation_id)
     graph = await conversation_graph()
     out: list[CheckpointPublic] = []
     async for snap in graph.aget_state_history(thread_config(conversation.thread_id), limit=limit):
@@ -180,7 +191,9 @@ async def history(
 
 @router.post("/{conversation_id}/resume", response_model=ResumeResult)
 async def resume(
-    conversation_id: int,
+    conversation: VisibleConversation,
+    request: Request,
+    session: SessionDep,
     operator: OperatorDep,
     body: Annotated[dict[str, Any] | list[dict[str, Any]], Body()],
 ) -> ResumeResult:
@@ -196,13 +209,15 @@ async def resume(
             )
         body = body[0]
     try:
-        request = ResumeRequest.model_validate(body)
+        answer = ResumeRequest.model_validate(body)
     except ValidationError as exc:
         detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail) from None
+    conversation_id = conversation.id
+    await _may_answer(request, session, operator, conversation_id)
     try:
         result = await turns.resume(
-            conversation_id, response=request.as_response(), agent=operator.name
+            conversation_id, response=answer.as_response(), agent=operator.name
         )
     except turns.ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="conversation not found") from None
@@ -211,3 +226,62 @@ async def resume(
             status.HTTP_409_CONFLICT, detail="conversation is not waiting for a human"
         ) from None
     return ResumeResult(conversation_id=conversation_id, **result)
+
+
+async def _may_answer(
+    request: Request, session: SessionDep, operator: Operator, conversation_id: int
+) -> None:
+    """Agents answer only handoffs that are unassigned or assigned to them."""
+    if operator.role != "agent":
+        return
+    handoff = await repo.open_handoff(session, conversation_id)
+    await session.rollback()
+    if handoff and handoff.assigned_agent and handoff.assigned_agent != operator.name:
+        raise await deny(
+            request,
+            operator,
+            conversation_id=conversation_id,
+            reason=f"handoff {handoff.id} is assigned to {handoff.assigned_agent}; "
+            "ask them or a supervisor to transfer it",
+        )
+
+
+@router.post("/{conversation_id}/takeover", response_model=ResumeResult)
+async def takeover(
+    conversation: VisibleConversation, session: SessionDep, operator: OperatorDep
+) -> ResumeResult:
+    """Take a conversation from the bot: a handoff assigned to the caller, bot silent."""
+    conversation_id = conversation.id
+    await session.rollback()
+    try:
+        result = await turns.take_over(conversation_id, agent=operator.name)
+    except turns.NotWaitingForHuman as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return ResumeResult(conversation_id=conversation_id, **result)
+
+
+@router.get("/{conversation_id}/notes", response_model=list[NotePublic])
+async def list_notes(conversation: VisibleConversation, session: SessionDep) -> list[NotePublic]:
+    """Internal notes between agents (never sent to the customer)."""
+    rows = await session.execute(
+        select(Note).where(Note.conversation_id == conversation.id).order_by(Note.id)
+    )
+    return [NotePublic.model_validate(n) for n in rows.scalars()]
+
+
+@router.post("/{conversation_id}/notes", response_model=NotePublic, status_code=201)
+async def add_note(
+    conversation: VisibleConversation, operator: OperatorDep, body: NoteRequest
+) -> NotePublic:
+    """Add an internal note; it is recorded in the trace and never sent."""
+    conversation_id = conversation.id
+    async with session_scope() as session:
+        handoff = await repo.open_handoff(session, conversation_id)
+        note = await handoffs.add_note(
+            session,
+            conversation_id=conversation_id,
+            handoff_id=handoff.id if handoff else None,
+            author=operator.name,
+            body=body.body,
+        )
+        return NotePublic.model_validate(note)

@@ -1,19 +1,29 @@
-"""The handoff inbox: list, claim, return to the bot, resolve."""
+"""The handoff inbox: list, claim, accept, transfer, notes, resolve, return to the bot.
+
+Replies go through `POST /conversations/{id}/resume`. Agents see their teams' handoffs;
+supervisors also act on handoffs assigned to others in their teams; admins see all.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import select, update
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from sqlalchemy import select
 
-from api.deps import OperatorDep, SessionDep
-from api.schemas import HandoffPublic, ResumeResult
-from traza import trace
+from api.deps import OperatorDep, SessionDep, check_team, deny
+from api.schemas import HandoffPublic, NotePublic, ResumeResult, TransferRequest
+from traza import clock, trace
 from traza.conversations import turns
-from traza.db.models import Conversation, Handoff
+from traza.db.engine import session_scope
+from traza.db.models import Handoff, Note, SlaTimer
+from traza.operations import handoffs
+from traza.operations.agents import OperationsError, Operator
+from traza.operations.assignment import give
+from traza.rules import active
 
 router = APIRouter(prefix="/handoffs", tags=["handoffs"])
+OPEN = handoffs.OPEN
 
 
 @router.get("", response_model=list[HandoffPublic])
@@ -21,66 +31,188 @@ async def list_handoffs(
     session: SessionDep,
     operator: OperatorDep,
     status_: Annotated[
-        Literal["open", "assigned", "resolved", "returned"] | None, Query(alias="status")
+        Literal["open", "assigned", "accepted", "resolved", "returned", "active"] | None,
+        Query(alias="status", description="`active`: open, assigned or accepted"),
     ] = None,
+    team: str | None = None,
+    priority: str | None = None,
+    sla: Literal["ok", "breached"] | None = None,
+    agent: str | None = Query(default=None, description="assigned agent (`me` for yourself)"),
+    escalated: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[HandoffPublic]:
-    """Handoffs, oldest waiting first."""
+    """The queue: highest priority first, then longest waiting."""
+    rules = await active.current()
     query = select(Handoff)
-    if status_:
+    if status_ == "active":
+        query = query.where(Handoff.status.in_(OPEN))
+    elif status_:
         query = query.where(Handoff.status == status_)
-    rows = await session.execute(query.order_by(Handoff.created_at, Handoff.id).limit(limit))
-    return [HandoffPublic.model_validate(h) for h in rows.scalars()]
+    if team:
+        query = query.where(Handoff.team == team)
+    if priority:
+        query = query.where(Handoff.priority == priority)
+    if sla:
+        query = query.where(Handoff.sla_state == sla)
+    if agent:
+        query = query.where(Handoff.assigned_agent == (operator.name if agent == "me" else agent))
+    if escalated is not None:
+        query = query.where(Handoff.escalated_to.is_not(None) == escalated)
+    if operator.role != "admin":
+        query = query.where(Handoff.team.in_(sorted(operator.teams)))
+    order = {p: i for i, p in enumerate(rules.rules.priorities)}
+    rows = list((await session.execute(query.order_by(Handoff.created_at, Handoff.id))).scalars())
+    rows.sort(key=lambda h: (order.get(h.priority, len(order)), h.created_at, h.id))
+    return [HandoffPublic.model_validate(h) for h in rows[:limit]]
 
 
-async def _get(session: SessionDep, handoff_id: int) -> Handoff:
+async def _visible(
+    handoff_id: int, request: Request, session: SessionDep, operator: OperatorDep
+) -> Handoff:
     handoff = await session.get(Handoff, handoff_id)
     if handoff is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="handoff not found")
+    await check_team(request, operator, team=handoff.team, conversation_id=handoff.conversation_id)
     return handoff
 
 
+VisibleHandoff = Annotated[Handoff, Depends(_visible)]
+
+
 @router.get("/{handoff_id}", response_model=HandoffPublic)
-async def get_handoff(handoff_id: int, session: SessionDep, operator: OperatorDep) -> HandoffPublic:
+async def get_handoff(handoff: VisibleHandoff) -> HandoffPublic:
     """One handoff."""
-    return HandoffPublic.model_validate(await _get(session, handoff_id))
-
-
-@router.post("/{handoff_id}/claim", response_model=HandoffPublic)
-async def claim(handoff_id: int, session: SessionDep, operator: OperatorDep) -> HandoffPublic:
-    """Take the handoff: it is assigned to the caller."""
-    handoff = await _get(session, handoff_id)
-    if handoff.status not in ("open", "assigned"):
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"handoff is {handoff.status}")
-    handoff.status = "assigned"
-    handoff.assigned_agent = operator.name
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.id == handoff.conversation_id)
-        .values(owner_agent=operator.name)
-    )
-    await trace.record(
-        session,
-        conversation_id=handoff.conversation_id,
-        kind="handoff.claimed",
-        actor=trace.human(operator.name),
-        data={"handoff_id": handoff.id},
-    )
-    await session.commit()
     return HandoffPublic.model_validate(handoff)
 
 
-async def _close(
-    handoff_id: int, session: SessionDep, operator: OperatorDep, *, resolve: bool
-) -> ResumeResult:
-    handoff = await _get(session, handoff_id)
-    if handoff.status not in ("open", "assigned"):
+@router.get("/{handoff_id}/sla")
+async def sla_timers(handoff: VisibleHandoff, session: SessionDep) -> list[dict[str, object]]:
+    """The handoff's SLA clocks: metric, status, deadline."""
+    rows = await session.execute(
+        select(SlaTimer).where(SlaTimer.handoff_id == handoff.id).order_by(SlaTimer.id)
+    )
+    return [
+        {
+            "metric": t.metric,
+            "status": t.status,
+            "started_at": t.started_at,
+            "due_at": t.due_at,
+            "stopped_at": t.stopped_at,
+            "actions": t.actions,
+        }
+        for t in rows.scalars()
+    ]
+
+
+async def _check_open(handoff: Handoff) -> None:
+    if handoff.status not in OPEN:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"handoff is {handoff.status}")
-    conversation_id = handoff.conversation_id
-    await session.rollback()
+
+
+async def _others(request: Request, operator: Operator, handoff: Handoff, what: str) -> None:
+    """Agents may not take or move a handoff assigned to someone else."""
+    if (
+        operator.role == "agent"
+        and handoff.assigned_agent
+        and handoff.assigned_agent != operator.name
+    ):
+        raise await deny(
+            request,
+            operator,
+            conversation_id=handoff.conversation_id,
+            reason=f"handoff {handoff.id} is assigned to {handoff.assigned_agent}; "
+            f"only a supervisor can {what} it",
+        )
+
+
+@router.post("/{handoff_id}/claim", response_model=HandoffPublic)
+async def claim(handoff: VisibleHandoff, request: Request, operator: OperatorDep) -> HandoffPublic:
+    """Take the handoff: assigned to and accepted by the caller."""
+    await _others(request, operator, handoff, "claim")
+    async with session_scope() as session:
+        locked = await session.get(Handoff, handoff.id, with_for_update=True)
+        assert locked is not None
+        await _check_open(locked)
+        if locked.assigned_agent != operator.name:
+            await give(
+                session,
+                locked,
+                operator.name,
+                actor=trace.human(operator.name),
+                kind="handoff.claimed",
+            )
+        locked.status, locked.accepted_at = "accepted", clock.now()
+        await session.flush()
+        return HandoffPublic.model_validate(locked)
+
+
+@router.post("/{handoff_id}/accept", response_model=HandoffPublic)
+async def accept(handoff: VisibleHandoff, request: Request, operator: OperatorDep) -> HandoffPublic:
+    """The assigned agent accepts the handoff."""
+    async with session_scope() as session:
+        locked = await session.get(Handoff, handoff.id, with_for_update=True)
+        assert locked is not None
+        await _check_open(locked)
+        if locked.assigned_agent != operator.name:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"handoff is assigned to {locked.assigned_agent or 'nobody'}; claim it",
+            )
+        if locked.status != "accepted":
+            locked.status, locked.accepted_at = "accepted", clock.now()
+            await trace.record(
+                session,
+                conversation_id=locked.conversation_id,
+                kind="handoff.accepted",
+                actor=trace.human(operator.name),
+                data={"handoff_id": locked.id},
+            )
+        await session.flush()
+        return HandoffPublic.model_validate(locked)
+
+
+@router.post("/{handoff_id}/transfer", response_model=HandoffPublic)
+async def transfer(
+    handoff: VisibleHandoff, request: Request, operator: OperatorDep, body: TransferRequest
+) -> HandoffPublic:
+    """Move the handoff to another team (queued there) or agent, with an optional note."""
+    await _others(request, operator, handoff, "transfer")
+    rules = await active.current()
+    async with session_scope() as session:
+        locked = await session.get(Handoff, handoff.id, with_for_update=True)
+        assert locked is not None
+        await _check_open(locked)
+        try:
+            await handoffs.transfer(
+                session,
+                rules,
+                locked,
+                by=operator.name,
+                to_team=body.team,
+                to_agent=body.agent,
+                note=body.note,
+            )
+        except OperationsError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        await session.flush()
+        return HandoffPublic.model_validate(locked)
+
+
+@router.get("/{handoff_id}/notes", response_model=list[NotePublic])
+async def notes(handoff: VisibleHandoff, session: SessionDep) -> list[NotePublic]:
+    """Internal notes on this handoff."""
+    rows = await session.execute(select(Note).where(Note.handoff_id == handoff.id))
+    return [NotePublic.model_validate(n) for n in rows.scalars()]
+
+
+async def _close(
+    handoff: Handoff, request: Request, operator: Operator, *, resolve: bool
+) -> ResumeResult:
+    await _check_open(handoff)
+    await _others(request, operator, handoff, "resolve" if resolve else "return")
     try:
         result = await turns.resume(
-            conversation_id,
+            handoff.conversation_id,
             response={"type": "ignore", "args": None, "return_to_bot": True, "resolve": resolve},
             agent=operator.name,
         )
@@ -88,18 +220,18 @@ async def _close(
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail="conversation is not waiting for a human"
         ) from None
-    return ResumeResult(conversation_id=conversation_id, **result)
+    return ResumeResult(conversation_id=handoff.conversation_id, **result)
 
 
 @router.post("/{handoff_id}/return-to-bot", response_model=ResumeResult)
 async def return_to_bot(
-    handoff_id: int, session: SessionDep, operator: OperatorDep
+    handoff: VisibleHandoff, request: Request, operator: OperatorDep
 ) -> ResumeResult:
-    """Give the conversation back to the bot without sending anything."""
-    return await _close(handoff_id, session, operator, resolve=False)
+    """Give the conversation back to the bot without sending anything (recorded)."""
+    return await _close(handoff, request, operator, resolve=False)
 
 
 @router.post("/{handoff_id}/resolve", response_model=ResumeResult)
-async def resolve(handoff_id: int, session: SessionDep, operator: OperatorDep) -> ResumeResult:
-    """Mark the handoff resolved; the bot owns the conversation again."""
-    return await _close(handoff_id, session, operator, resolve=True)
+async def resolve(handoff: VisibleHandoff, request: Request, operator: OperatorDep) -> ResumeResult:
+    """Mark the handoff resolved (the customer is asked for a rating); the bot owns it again."""
+    return await _close(handoff, request, operator, resolve=True)

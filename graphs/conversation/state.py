@@ -32,6 +32,8 @@ class ConversationState(TypedDict, total=False):
     turn: list[InboundItem]
     conversation_id: int
     contact_name: str | None
+    contact_wa_id: str | None
+    inbox: str | None
     language: str
     owner: str
     opted_out: bool

@@ -55,11 +55,11 @@ async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversa
 
 
 async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
-    """The conversation's open (or assigned) handoff, if any."""
+    """The conversation's open (queued, assigned or accepted) handoff, if any."""
     result = await session.execute(
         select(Handoff).where(
             Handoff.conversation_id == conversation_id,
-            Handoff.status.in_(("open", "assigned")),
+            Handoff.status.in_(("open", "assigned", "accepted")),
         )
     )
     return result.scalar_one_or_none()

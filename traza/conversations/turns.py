@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from graphs.conversation.context import Context
 from graphs.conversation.tracing import flush, turn_scope
-from traza import trace
+from traza import clock, trace
 from traza.conversations import repository as repo
 from traza.db import locks
 from traza.db.engine import autocommit, session_scope
@@ -86,9 +86,15 @@ async def run_turn(conversation_id: int) -> str:
 
 async def _hold_for_human(conversation_id: int, ids: list[int]) -> str:
     """A human owns the conversation: record the messages on the handoff; the bot is silent."""
+    from traza.operations.handoffs import customer_waiting
+    from traza.rules import active
+
+    rules = await active.current()
     async with session_scope() as session:
         handoff = await repo.open_handoff(session, conversation_id)
         await repo.mark_processed(session, ids, handoff_id=handoff.id if handoff else None)
+        if handoff is not None:
+            await customer_waiting(session, handoff, rules)
         await trace.record(
             session,
             conversation_id=conversation_id,
@@ -144,3 +150,50 @@ async def resume(conversation_id: int, *, response: dict[str, Any], agent: str) 
             "owner": result.get("owner"),
             "waiting_for_human": bool(await waiting_interrupts(thread_id)),
         }
+
+
+async def take_over(conversation_id: int, *, agent: str) -> dict[str, Any]:
+    """An agent takes the conversation from the bot: the graph hands off to them and waits.
+
+    Runs the graph's own handoff path (as if routing had chosen a human), so the handoff,
+    the owner change and the wait are the same as for a routed handoff.
+    """
+    from traza.operations.assignment import give
+
+    async with conversation_lock(conversation_id):
+        async with session_scope() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise ConversationNotFound(conversation_id)
+            thread_id, team = conversation.thread_id, conversation.team
+        if await waiting_interrupts(thread_id):
+            raise NotWaitingForHuman("the conversation is already with a human")
+        graph = await conversation_graph()
+        config = thread_config(thread_id)
+        actor = trace.human(agent)
+        await graph.aupdate_state(
+            config,
+            {
+                "conversation_id": conversation_id,
+                "turn": [],
+                "decision": {
+                    "route": "human",
+                    "rule": "agent-takeover",
+                    "reason": f"{agent} took over the conversation",
+                    "action": None,
+                    "team": team,
+                    "created_by": actor,
+                },
+            },
+            as_node="decide_route",
+        )
+        with turn_scope() as scope:
+            await graph.ainvoke(None, config=config, context=run_context())
+        async with session_scope() as session:
+            handoff = await repo.open_handoff(session, conversation_id)
+            if handoff is not None and handoff.assigned_agent != agent:
+                await give(session, handoff, agent, actor=actor, kind="handoff.claimed")
+            if handoff is not None:
+                handoff.status, handoff.accepted_at = "accepted", clock.now()
+        await deliver_now(conversation_id, scope.deliveries)
+        return {"owner": "human", "waiting_for_human": bool(await waiting_interrupts(thread_id))}

@@ -100,6 +100,9 @@ async def schedule_delivery(conversation_id: int, *, delay: float = 0) -> None:
 async def sweep(context: JobContext, timestamp: int) -> None:
     """Safety net: retry jobs of dead workers, and requeue work no job is carrying."""
     await recover(stalled_after=get_settings().traza_stalled_seconds)
+    from traza.jobs.operations import recover_operations
+
+    await recover_operations()
 
 
 async def recover(*, stalled_after: float) -> dict[str, int]:

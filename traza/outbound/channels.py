@@ -69,9 +69,30 @@ class OutputChannel(Protocol):
         """Send interactive reply buttons; return the message id."""
         ...
 
+    async def send_list(
+        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
+    ) -> str:
+        """Send an interactive list (one section of up to 10 rows); return the message id."""
+        ...
+
     async def mark_read(self, *, message_id: str) -> None:
         """Mark an inbound message as read."""
         ...
+
+
+MAX_LIST_ROWS = 10
+MAX_ROW_TITLE = 24
+
+
+def validate_list(button: str, rows: list[Button]) -> None:
+    """WhatsApp lists: 1-10 rows, titles of at most 24 characters, a button of at most 20."""
+    if not 1 <= len(rows) <= MAX_LIST_ROWS:
+        raise ValueError(f"list rows: between 1 and {MAX_LIST_ROWS}, got {len(rows)}")
+    if not button or len(button) > MAX_BUTTON_TITLE:
+        raise ValueError(f"list button text must be 1-{MAX_BUTTON_TITLE} characters")
+    for row in rows:
+        if not row.title or len(row.title) > MAX_ROW_TITLE:
+            raise ValueError(f"list row title must be 1-{MAX_ROW_TITLE} characters")
 
 
 def validate_buttons(buttons: list[Button]) -> None:
@@ -162,6 +183,20 @@ class WhatsAppChannel:
         }
         return await self._send(to, callback, "interactive", interactive)
 
+    async def send_list(  # noqa: D102
+        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
+    ) -> str:
+        validate_list(button, rows)
+        interactive = {
+            "type": "list",
+            "body": {"text": body},
+            "action": {
+                "button": button,
+                "sections": [{"rows": [{"id": r.id, "title": r.title} for r in rows]}],
+            },
+        }
+        return await self._send(to, callback, "interactive", interactive)
+
     async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
         await self._post(
             {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
@@ -192,6 +227,12 @@ class LocalOutboxChannel:
         self, *, to: str, body: str, buttons: list[Button], callback: str
     ) -> str:
         validate_buttons(buttons)
+        return await self._accept()
+
+    async def send_list(  # noqa: D102
+        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
+    ) -> str:
+        validate_list(button, rows)
         return await self._accept()
 
     async def mark_read(self, *, message_id: str) -> None:  # noqa: D102

@@ -36,6 +36,7 @@ from traza.outbound.channels import (
     SendError,
     WhatsAppChannel,
     validate_buttons,
+    validate_list,
 )
 from traza.settings import get_settings
 
@@ -340,6 +341,16 @@ async def _call(channel: OutputChannel, item: _Next) -> str:
             language=str(item.content.get("language") or "es"),
             params=[str(p) for p in params],
             callback=item.key,
+        )
+    if item.kind == "interactive" and isinstance(item.content.get("list"), dict):
+        spec = item.content["list"]
+        try:
+            rows = [Button(id=str(r["id"]), title=str(r["title"])) for r in spec.get("rows") or []]
+            validate_list(str(spec.get("button") or ""), rows)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SendError(None, f"invalid list: {exc}", retryable=False) from None
+        return await channel.send_list(
+            to=item.to, body=item.text, button=str(spec["button"]), rows=rows, callback=item.key
         )
     if item.kind == "interactive":
         try:

@@ -55,7 +55,9 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone '{value}' (use an IANA name like Europe/Madrid)")
+        raise ValueError(
+            f"unknown time zone '{value}' (use an IANA name like Europe/Madrid)"
+        ) from None
     return value
 
 
@@ -288,7 +290,10 @@ def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[A
         priority(("routing", i, "priority"), r.priority)
         if r.action is not None and r.action not in (*BUILTIN_ACTIONS, *rules.integrations):
             problems.append(
-                (("routing", i, "action"), f"unknown action '{r.action}' (opt_out or an integration)")
+                (
+                    ("routing", i, "action"),
+                    f"unknown action '{r.action}' (opt_out or an integration)",
+                )
             )
     for i, s in enumerate(rules.slas):
         team(("slas", i, "team"), s.team)

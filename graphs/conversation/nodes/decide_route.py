@@ -1,4 +1,8 @@
-"""The decision point: bot, human or system — the winning rule is recorded."""
+"""The decision point: bot, team or system action.
+
+The winning rule and the rules version are recorded. A team that is closed and
+configured with `out_of_hours: {mode: bot}` leaves the turn to the bot (recorded).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,18 @@ from langgraph.runtime import Runtime
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
-from traza import trace
+from traza import clock, trace
 from traza.decisions.routing import RoutingInputs, decide
+from traza.rules import active
+from traza.rules.hours import BusinessHours
 
 
 async def decide_route(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Apply the routing rules to the classification and the conversation's context."""
+    """Apply the rules to the classification and the conversation's context."""
     started = time.perf_counter()
     c = state["classification"]
+    turn = state.get("turn") or []
+    rules = await active.current()
     decision = decide(
         RoutingInputs(
             intent=c["intent"],
@@ -28,13 +36,29 @@ async def decide_route(state: ConversationState, runtime: Runtime[Context]) -> d
             owner=state.get("owner", "bot"),
             opted_out=state.get("opted_out", False),
             unknown_streak=state.get("unknown_streak", 0),
-        )
-    )
+            text=" ".join(i.get("text") or "" for i in turn),
+            contact=state.get("contact_wa_id"),
+            inbox=state.get("inbox"),
+            payload=next((i["payload"] for i in turn if i.get("payload")), None),
+        ),
+        rules,
+    ).as_dict()
+    if decision["route"] == "human" and decision["team"]:
+        team = rules.rules.teams.get(decision["team"])
+        if team and team.out_of_hours.mode == "bot":
+            hours = BusinessHours(team.hours)
+            if not hours.is_open(clock.now()):
+                decision |= {
+                    "route": "bot",
+                    "reason": f"{decision['reason']}; team '{decision['team']}' is closed, "
+                    "the bot keeps serving (out_of_hours: bot)",
+                    "out_of_hours": True,
+                }
     await record_step(
         conversation_id=state["conversation_id"],
         kind="routing.decision",
         actor=trace.bot(runtime.context.bot_name),
-        data=decision.as_dict(),
+        data=decision,
         started=started,
     )
-    return {"decision": decision.as_dict()}
+    return {"decision": decision}

@@ -23,8 +23,10 @@ from traza.db.models import Message
 CONTEXT_SQL = text(
     """
     SELECT c.id, c.owner, c.last_inbound_at, ct.profile_name, ct.locale, ct.opted_out_at,
+           ct.wa_id, (SELECT i.phone_number_id FROM inboxes i WHERE i.id = c.inbox_id) AS inbox,
            (SELECT h.id FROM handoffs h
-             WHERE h.conversation_id = c.id AND h.status IN ('open', 'assigned')) AS handoff_id,
+             WHERE h.conversation_id = c.id
+               AND h.status IN ('open', 'assigned', 'accepted')) AS handoff_id,
            (SELECT coalesce(json_agg(r ORDER BY r.id), '[]'::json) FROM (
                SELECT m.id, m.direction, m.actor, m.type, left(m.text, 500) AS text
                  FROM messages m
@@ -86,6 +88,8 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
         "turn": turn,
         "conversation_id": row.id,
         "contact_name": row.profile_name,
+        "contact_wa_id": row.wa_id,
+        "inbox": row.inbox,
         "language": row.locale or state.get("language") or "es",
         "owner": row.owner,
         "opted_out": row.opted_out_at is not None,

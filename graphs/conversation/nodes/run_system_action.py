@@ -1,4 +1,4 @@
-"""System actions chosen by routing (opt-out today; integrations plug in here)."""
+"""System actions chosen by routing: opt-out, a CSAT answer, or an integration call."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from traza.conversations import repository as repo
 from traza.db.engine import session_scope
 from traza.db.models import Contact, Conversation
 from traza.jobs.tasks import schedule_delivery
+from traza.operations import csat
+from traza.outbound.integrations import queue_call
 from traza.outbound.outbox import queue_message
+from traza.rules import active
 
 
 async def run_system_action(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -29,9 +32,14 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
     ids = [i["id"] for i in state.get("turn") or []]
     actor = trace.system(action or "unknown")
     queued = False
+    rules = await active.current()
     async with session_scope() as session:
         await flush(session)
-        data: dict[str, Any] = {"action": action, "rule": state["decision"]["rule"]}
+        data: dict[str, Any] = {
+            "action": action,
+            "rule": state["decision"]["rule"],
+            "rules_version": rules.version,
+        }
         if action == "opt_out":
             contact = (
                 await session.execute(
@@ -56,6 +64,50 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
                     is not None
                 )
             data |= {"opted_out": True, "confirmed": first_time}
+        elif action == "csat":
+            payload = next((i.get("payload") for i in state.get("turn") or []), None) or ""
+            data |= await csat.record(
+                session,
+                cid,
+                payload,
+                bot=runtime.context.bot_name,
+                language=state.get("language"),
+            )
+            queued = bool(data.get("recorded"))
+        elif action in rules.rules.integrations:
+            integration = rules.rules.integrations[action]
+            data["call_id"] = await queue_call(
+                session,
+                integration=action,
+                event="routing.action",
+                payload={
+                    "rule": state["decision"]["rule"],
+                    "intent": (state.get("classification") or {}).get("intent"),
+                    "contact": {
+                        "wa_id": state.get("contact_wa_id"),
+                        "name": state.get("contact_name"),
+                    },
+                    "messages": [
+                        {"id": i.get("id"), "type": i.get("type"), "text": i.get("text")}
+                        for i in state.get("turn") or []
+                    ],
+                    "rules_version": rules.version,
+                },
+                conversation_id=cid,
+                actor=actor,
+            )
+            if integration.reply:
+                queued = (
+                    await queue_message(
+                        session,
+                        conversation_id=cid,
+                        key=f"integration-reply:{data['call_id']}",
+                        actor=actor,
+                        kind="text",
+                        text_body=integration.reply,
+                    )
+                    is not None
+                )
         else:
             data["error"] = "no such system action"
         await repo.mark_processed(session, ids)

@@ -65,7 +65,7 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     started = time.perf_counter()
     draft = state.get("draft") or {}
     ids = [i["id"] for i in state.get("turn") or []]
-    actor = trace.bot(runtime.context.bot_name)
+    actor = trace.bot((state.get("decision") or {}).get("bot") or runtime.context.bot_name)
     cid = state["conversation_id"]
     key = f"reply:{cid}:{max(ids) if ids else 'none'}"
     scope = current_scope()

@@ -7,7 +7,6 @@ so everything before `interrupt()` is read-only and every write after it is keye
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -19,9 +18,11 @@ from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import flush, record_step
 from traza import trace
 from traza.db.engine import session_scope
-from traza.db.models import Conversation, Handoff
+from traza.db.models import Conversation
 from traza.jobs.tasks import schedule_delivery
+from traza.operations import handoffs
 from traza.outbound.outbox import queue_message
+from traza.rules import active
 
 
 def human_interrupt(state: ConversationState) -> dict[str, Any]:
@@ -81,6 +82,7 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
     ends = (
         response.get("type") == "ignore" or response.get("return_to_bot") or response.get("resolve")
     )
+    rules = await active.current()
     async with session_scope() as session:
         await flush(session)
         message_id = None
@@ -108,12 +110,17 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
             started=started,
             message_id=message_id,
         )
+        if text:
+            await handoffs.human_replied(session, handoff_id, agent, rules)
         if ends:
             status = "resolved" if response.get("resolve") else "returned"
-            await session.execute(
-                update(Handoff)
-                .where(Handoff.id == handoff_id, Handoff.status.in_(("open", "assigned")))
-                .values(status=status, closed_at=datetime.now(UTC), closed_by=actor)
+            await handoffs.close(
+                session,
+                rules,
+                handoff_id,
+                status=status,
+                actor=actor,
+                language=state.get("language"),
             )
             await session.execute(
                 update(Conversation)
@@ -129,14 +136,11 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
             )
         else:
             await session.execute(
-                update(Handoff)
-                .where(Handoff.id == handoff_id, Handoff.status == "open")
-                .values(status="assigned", assigned_agent=agent)
+                update(Conversation)
+                .where(Conversation.id == cid, Conversation.owner_agent.is_(None))
+                .values(owner_agent=agent)
             )
-            await session.execute(
-                update(Conversation).where(Conversation.id == cid).values(owner_agent=agent)
-            )
-    if text:
+    if text or ends:
         await schedule_delivery(cid)
     if ends:
         return {"resumes": resumes + 1, "owner": "bot", "handoff_id": None, "draft": None}

@@ -1,0 +1,64 @@
+"""Queue a procrastinate job inside the caller's transaction.
+
+procrastinate's `defer_async` uses its own connection; timers and integration calls
+must commit together with the row that describes them (or not at all), so this inserts
+into `procrastinate_jobs` directly, exactly as the webhook's atomic enqueue does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+OPS_QUEUE = "operations"
+
+DEFER = text(
+    """
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock,
+                                    args, scheduled_at)
+    VALUES (:queue, :task, 0, :lock, :qlock, CAST(:args AS jsonb),
+            now() + make_interval(secs => :delay))
+    ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+    RETURNING id
+    """
+)
+
+
+async def defer_in(
+    db: AsyncSession | AsyncConnection,
+    task: str,
+    args: dict[str, Any],
+    *,
+    delay: float = 0.0,
+    lock: str | None = None,
+    queueing_lock: str | None = None,
+    queue: str = OPS_QUEUE,
+) -> int | None:
+    """Queue `task(**args)` in `delay` seconds; None when `queueing_lock` already waits."""
+    job_id: int | None = (
+        await db.execute(
+            DEFER,
+            {
+                "queue": queue,
+                "task": task,
+                "lock": lock,
+                "qlock": queueing_lock,
+                "args": json.dumps(args),
+                "delay": delay,
+            },
+        )
+    ).scalar_one_or_none()
+    return job_id
+
+
+async def cancel_in(db: AsyncSession | AsyncConnection, job_id: int | None) -> bool:
+    """Remove a job that has not started (a timer whose clock stopped)."""
+    if job_id is None:
+        return False
+    result = await db.execute(
+        text("DELETE FROM procrastinate_jobs WHERE id = :id AND status = 'todo'"), {"id": job_id}
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,1 @@
+"""Human operations: agents and keys, assignment, handoff lifecycle, SLAs, CSAT."""

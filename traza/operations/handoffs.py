@@ -1,0 +1,285 @@
+"""The handoff lifecycle, each change recorded in the conversation's trace.
+
+A handoff is queued for a team, assigned, accepted, answered, transferred, and finally
+resolved or returned to the bot.
+
+These functions run in the caller's transaction; jobs they queue (assignment, SLA
+timers, integration calls) commit with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import prompts
+from traza import clock, trace
+from traza.db.models import Agent, AgentTeam, Conversation, Handoff, Note, Team
+from traza.jobs.defer import defer_in
+from traza.operations import csat, sla
+from traza.operations.agents import OperationsError
+from traza.outbound.outbox import queue_message
+from traza.rules.loader import LoadedRules
+
+ASSIGN_TASK = "assign_team"
+OPEN = ("open", "assigned", "accepted")
+
+
+async def queue_assignment(session: AsyncSession, team: str | None, *, delay: float = 0) -> None:
+    """Queue a round of assignment for `team` (one waiting round per team)."""
+    if team:
+        await defer_in(
+            session,
+            ASSIGN_TASK,
+            {"team": team},
+            delay=delay,
+            lock=f"assign:{team}",
+            queueing_lock=f"assign:{team}" if delay == 0 else f"assign:{team}:{int(delay)}",
+        )
+
+
+async def open_handoff(
+    session: AsyncSession,
+    rules: LoadedRules,
+    *,
+    conversation_id: int,
+    decision: dict[str, Any],
+    created_by: str,
+    language: str | None,
+) -> tuple[Handoff, bool]:
+    """The conversation's open handoff, or a new one queued for the decided team."""
+    existing = await session.scalar(
+        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status.in_(OPEN))
+    )
+    if existing is not None:
+        return existing, False
+    team = decision.get("team") or rules.rules.default_team
+    team_rules = rules.rules.teams.get(team)
+    priority = decision.get("priority") or (
+        team_rules.priority if team_rules and team_rules.priority else rules.rules.default_priority
+    )
+    hours = sla.hours_for(rules, team)
+    now = clock.now()
+    opens = hours.next_open(now)
+    closed = opens is None or opens > now
+    handoff = Handoff(
+        conversation_id=conversation_id,
+        reason=decision.get("rule") or "handoff",
+        summary=decision.get("reason"),
+        created_by=created_by,
+        team=team,
+        priority=priority,
+        query_type=decision.get("query_type"),
+        rules_version=rules.version,
+        waiting_until=opens if closed else None,
+    )
+    session.add(handoff)
+    await session.flush()
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(owner="human", owner_agent=None, team=team)
+    )
+    await trace.record(
+        session,
+        conversation_id=conversation_id,
+        kind="handoff.created",
+        actor=created_by,
+        data={
+            "handoff_id": handoff.id,
+            "rule": decision.get("rule"),
+            "reason": decision.get("reason"),
+            "team": team,
+            "priority": priority,
+            "query_type": handoff.query_type,
+            "out_of_hours": closed,
+            "waiting_until": opens.isoformat() if closed and opens else None,
+            "rules_version": rules.version,
+        },
+    )
+    if closed:
+        opens_local = opens.astimezone(hours.zone).strftime("%H:%M %d/%m") if opens else "?"
+        text = (team_rules.out_of_hours.message if team_rules else None) or prompts.reply(
+            "out_of_hours", language, opens=opens_local
+        )
+        # Keyed by the closure (its reopening time): once per conversation per closure.
+        await queue_message(
+            session,
+            conversation_id=conversation_id,
+            key=f"out-of-hours:{conversation_id}:{opens.isoformat() if opens else 'never'}",
+            actor=trace.system("hours"),
+            kind="text",
+            text_body=text,
+        )
+        if opens:
+            await queue_assignment(session, team, delay=clock.delay_until(opens))
+    else:
+        notice = "guardrail_fallback" if decision.get("rule") == "guardrail" else "handoff_notice"
+        await queue_message(
+            session,
+            conversation_id=conversation_id,
+            key=f"handoff-notice:{handoff.id}",
+            actor=trace.system("handoff"),
+            kind="text",
+            text_body=prompts.reply(notice, language),
+        )
+        await queue_assignment(session, team)
+    await sla.start(session, rules, handoff, "first_response", at=now)
+    await sla.start(session, rules, handoff, "resolution", at=now)
+    return handoff, True
+
+
+async def human_replied(
+    session: AsyncSession, handoff_id: int | None, agent: str, rules: LoadedRules
+) -> None:
+    """An agent answered the customer: the response clocks stop, the handoff is accepted."""
+    handoff = await session.get(Handoff, handoff_id) if handoff_id else None
+    if handoff is None:
+        return
+    now = clock.now()
+    if handoff.first_response_at is None:
+        handoff.first_response_at = now
+    handoff.last_response_at = now
+    if handoff.status in ("open", "assigned"):
+        handoff.status = "accepted"
+        handoff.assigned_agent = handoff.assigned_agent or agent
+        handoff.assigned_at = handoff.assigned_at or now
+        handoff.accepted_at = now
+    await sla.stop(session, handoff, ("first_response", "next_response"), actor=trace.human(agent))
+
+
+async def customer_waiting(session: AsyncSession, handoff: Handoff, rules: LoadedRules) -> None:
+    """The customer wrote while a human owns the conversation: the next-response clock runs."""
+    if handoff.first_response_at is not None:
+        await sla.start(session, rules, handoff, "next_response")
+
+
+async def close(
+    session: AsyncSession,
+    rules: LoadedRules,
+    handoff_id: int | None,
+    *,
+    status: str,
+    actor: str,
+    language: str | None,
+) -> bool:
+    """Resolve or return the handoff: clocks stop, the team's queue moves, CSAT is asked."""
+    handoff = await session.get(Handoff, handoff_id, with_for_update=True) if handoff_id else None
+    if handoff is None or handoff.status not in OPEN:
+        return False
+    handoff.status = status
+    handoff.closed_at = clock.now()
+    handoff.closed_by = actor
+    await sla.stop(
+        session,
+        handoff,
+        ("first_response", "next_response", "resolution"),
+        status="met" if status == "resolved" else "cancelled",
+        actor=actor,
+    )
+    await queue_assignment(session, handoff.team)  # the agent has room for the next one
+    if status == "resolved":
+        await csat.ask(session, rules, handoff, language)
+    return True
+
+
+async def add_note(
+    session: AsyncSession, *, conversation_id: int, handoff_id: int | None, author: str, body: str
+) -> Note:
+    """An internal note: in the trace and the inbox, never sent to the customer."""
+    note = Note(conversation_id=conversation_id, handoff_id=handoff_id, author=author, body=body)
+    session.add(note)
+    await session.flush()
+    await trace.record(
+        session,
+        conversation_id=conversation_id,
+        kind="note.added",
+        actor=trace.human(author),
+        data={"note_id": note.id, "handoff_id": handoff_id, "body": body},
+    )
+    return note
+
+
+async def is_member(session: AsyncSession, agent: str, team: str) -> bool:
+    """Whether `agent` belongs to `team`."""
+    found = await session.scalar(
+        select(Agent.id)
+        .join(AgentTeam, AgentTeam.agent_id == Agent.id)
+        .join(Team, Team.id == AgentTeam.team_id)
+        .where(Agent.name == agent, Team.name == team, Agent.disabled_at.is_(None))
+    )
+    return found is not None
+
+
+async def transfer(
+    session: AsyncSession,
+    rules: LoadedRules,
+    handoff: Handoff,
+    *,
+    by: str,
+    to_team: str | None,
+    to_agent: str | None,
+    note: str | None,
+) -> None:
+    """Move the handoff to another team (queued there) and/or a named agent."""
+    team = to_team or handoff.team
+    if team is None:
+        raise OperationsError("the handoff has no team: name one with 'team'")
+    if to_team and not await session.scalar(select(Team.id).where(Team.name == to_team)):
+        raise OperationsError(f"unknown team '{to_team}'")
+    if to_agent and not await is_member(session, to_agent, team):
+        raise OperationsError(f"agent '{to_agent}' is not in team '{team}'")
+    from_team, from_agent = handoff.team, handoff.assigned_agent
+    note_id = None
+    if note:
+        note_id = (
+            await add_note(
+                session,
+                conversation_id=handoff.conversation_id,
+                handoff_id=handoff.id,
+                author=by,
+                body=note,
+            )
+        ).id
+    handoff.team = team
+    await session.execute(
+        update(Conversation).where(Conversation.id == handoff.conversation_id).values(team=team)
+    )
+    await trace.record(
+        session,
+        conversation_id=handoff.conversation_id,
+        kind="handoff.transferred",
+        actor=trace.human(by),
+        data={
+            "handoff_id": handoff.id,
+            "from_team": from_team,
+            "to_team": team,
+            "from_agent": from_agent,
+            "to_agent": to_agent,
+            "note_id": note_id,
+            "rules_version": rules.version,
+        },
+    )
+    if to_agent:
+        from traza.operations.assignment import give
+
+        await give(
+            session,
+            handoff,
+            to_agent,
+            actor=trace.human(by),
+            kind="handoff.assigned",
+            rule="transfer",
+        )
+    else:
+        handoff.status, handoff.assigned_agent, handoff.assigned_at = "open", None, None
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == handoff.conversation_id)
+            .values(owner_agent=None)
+        )
+        await queue_assignment(session, team)
+    if from_agent and from_agent != to_agent:
+        await queue_assignment(session, from_team)
