@@ -1,4 +1,4 @@
-"""The `traza` command: serve, worker, db upgrade, simulate."""
+"""The `traza` command: serve, worker, db upgrade, simulate, agents, teams, rules."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ from traza.settings import Settings, SettingsError, get_settings
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
 cli.add_typer(db_cli, name="db")
+
+
+def _add_operations() -> None:
+    from traza.cli_operations import agents_cli, rules_cli, teams_cli
+
+    cli.add_typer(agents_cli, name="agents")
+    cli.add_typer(teams_cli, name="teams")
+    cli.add_typer(rules_cli, name="rules")
 
 
 def _fail(message: str) -> None:
@@ -70,8 +78,27 @@ def _database_ready() -> str:
         asyncio.run(upgrade(dsn))
     except Exception as exc:  # a clear line, not a traceback, for the person at the shell
         _fail(f"database not ready: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    _rules_ready(dsn)
     where = "embedded PostgreSQL in " + str(_settings().traza_home / "pgdata")
     return where if not _settings().database_url else "DATABASE_URL"
+
+
+def _rules_ready(dsn: str) -> None:
+    """Refuse to start on an invalid rules file, naming each problem's line."""
+    import psycopg
+
+    from traza.rules import active
+    from traza.rules.loader import RulesError, load_file
+
+    path = active.rules_file()
+    if path is None:
+        return
+    with psycopg.connect(dsn) as conn:
+        teams = {r[0] for r in conn.execute("SELECT name FROM teams")}
+    try:
+        load_file(path, known_teams=teams)
+    except RulesError as exc:
+        _fail(f"the rules are invalid, traza will not start:\n{exc}")
 
 
 @cli.command()
@@ -328,6 +355,8 @@ def main() -> None:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
+
+_add_operations()
 
 if __name__ == "__main__":
     main()

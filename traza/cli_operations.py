@@ -1,0 +1,214 @@
+"""`traza agents …`, `traza teams …` and `traza rules check`: operations from the shell.
+
+They work on the database directly (like `traza db upgrade`), so they need no running
+service and no API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+agents_cli = typer.Typer(no_args_is_help=True, help="Human agents and their API keys.")
+teams_cli = typer.Typer(no_args_is_help=True, help="Teams of agents.")
+rules_cli = typer.Typer(no_args_is_help=True, help="The rules file.")
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Migrate, then run `work(session)` in one transaction."""
+    from traza.cli import _database_ready, _logging
+    from traza.db.engine import dispose_engine, session_scope
+    from traza.operations.agents import OperationsError
+
+    _logging("warning")
+    _database_ready()
+
+    async def main() -> T:
+        try:
+            async with session_scope() as session:
+                return await work(session)
+        finally:
+            await dispose_engine()
+
+    try:
+        return asyncio.run(main())
+    except (OperationsError, LookupError) as exc:
+        _fail(str(exc).strip("'\""))
+        raise  # unreachable
+
+
+@agents_cli.command("add")
+def agents_add(
+    name: Annotated[str, typer.Argument(help="Unique agent name (shown in the trace).")],
+    team: Annotated[
+        list[str] | None, typer.Option("--team", "-t", help="Team (repeat for several).")
+    ] = None,
+    role: Annotated[str, typer.Option(help="agent, supervisor or admin.")] = "agent",
+    capacity: Annotated[int, typer.Option(help="Conversations at once.")] = 5,
+    email: Annotated[str | None, typer.Option(help="Contact e-mail.")] = None,
+) -> None:
+    """Add an agent and print their API key (shown this once; only a hash is kept)."""
+    from traza.operations import agents
+
+    async def work(session: Any) -> str:
+        _, key = await agents.create_agent(
+            session,
+            name=name,
+            teams=team or ["general"],
+            role=role,
+            capacity=capacity,
+            email=email,
+        )
+        return key
+
+    key = _run(work)
+    typer.echo(f"agent {name} added ({role}, teams: {', '.join(team or ['general'])})")
+    typer.secho(f"API key (shown once, store it now): {key}", bold=True)
+
+
+@agents_cli.command("list")
+def agents_list() -> None:
+    """Agents with role, status, capacity and teams."""
+    from sqlalchemy import select
+
+    from traza.db.models import Agent
+    from traza.operations import agents
+
+    async def work(session: Any) -> list[tuple[Agent, list[str]]]:
+        rows = (await session.scalars(select(Agent).order_by(Agent.name))).all()
+        return [(a, await agents.teams_of(session, a.id)) for a in rows]
+
+    rows = _run(work)
+    if not rows:
+        typer.echo("no agents yet: traza agents add <name> --team general")
+    for agent, teams in rows:
+        state = "disabled" if agent.disabled_at else agent.status
+        typer.echo(
+            f"{agent.id:>4}  {agent.name:<24} {agent.role:<10} {state:<8} "
+            f"cap {agent.capacity:<3} {', '.join(teams)}"
+        )
+
+
+@agents_cli.command("key")
+def agents_key(name: Annotated[str, typer.Argument(help="Agent name or id.")]) -> None:
+    """Issue another API key for an agent (print it once)."""
+    from traza.operations import agents
+
+    async def work(session: Any) -> str:
+        return await agents.issue_key(session, await agents.find_agent(session, name))
+
+    typer.secho(f"API key for {name} (shown once): {_run(work)}", bold=True)
+
+
+@agents_cli.command("revoke")
+def agents_revoke(
+    key: Annotated[str, typer.Argument(help="The key, or its prefix (`trz_<prefix>_…`).")],
+) -> None:
+    """Revoke an API key; it stops working at once."""
+    from traza.operations import agents
+
+    async def work(session: Any) -> bool:
+        return await agents.revoke_key(session, key)
+
+    if not _run(work):
+        _fail("no active key with that prefix")
+    typer.echo("key revoked")
+
+
+@agents_cli.command("status")
+def agents_status(
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    status: Annotated[str, typer.Argument(help="online, away or offline.")],
+) -> None:
+    """Set an agent's availability (away and offline agents get no new handoffs)."""
+    from traza.operations import agents
+    from traza.operations.handoffs import queue_assignment
+
+    if status not in agents.STATUSES:
+        _fail(f"status must be one of {', '.join(agents.STATUSES)}")
+
+    async def work(session: Any) -> None:
+        agent = await agents.find_agent(session, name)
+        agent.status = status
+        for team in await agents.teams_of(session, agent.id):
+            await queue_assignment(session, team)
+
+    _run(work)
+    typer.echo(f"{name} is {status}")
+
+
+@teams_cli.command("add")
+def teams_add(
+    name: Annotated[str, typer.Argument(help="Team name used in rules (lowercase).")],
+    description: Annotated[str | None, typer.Option(help="What the team handles.")] = None,
+) -> None:
+    """Add a team (give it hours and SLAs in the rules file)."""
+    from traza.operations import agents
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name):
+        _fail("team names are lowercase letters, digits, '-', '_' or '.'")
+
+    async def work(session: Any) -> None:
+        await agents.create_team(session, name, description)
+
+    _run(work)
+    typer.echo(f"team {name} added")
+
+
+@teams_cli.command("list")
+def teams_list() -> None:
+    """Teams and their members."""
+    from api.routes.agents import TEAMS_SQL
+
+    async def work(session: Any) -> list[Any]:
+        return list((await session.execute(TEAMS_SQL)).all())
+
+    for row in _run(work):
+        typer.echo(f"{row.name:<20} {row.online} online  members: {', '.join(row.members) or '-'}")
+
+
+@rules_cli.command("check")
+def rules_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Rules file (default: TRAZA_CONFIG_DIR/rules.yaml).")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Skip the check of team names in the database.")
+    ] = False,
+) -> None:
+    """Validate a rules file; print each problem with its line, or its version."""
+    from traza.rules import active
+    from traza.rules.loader import RulesError, defaults, load_file
+
+    target = path or active.rules_file()
+    teams: set[str] | None = None
+    if not offline:
+        from sqlalchemy import text
+
+        async def work(session: Any) -> set[str]:
+            return set((await session.execute(text("SELECT name FROM teams"))).scalars())
+
+        teams = _run(work)
+    try:
+        loaded = load_file(target, known_teams=teams) if target else defaults()
+    except RulesError as exc:
+        for problem in exc.problems:
+            typer.secho(str(problem), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    r = loaded.rules
+    typer.echo(
+        f"{loaded.source}: valid, version {loaded.version} — {len(r.routing)} routing rules, "
+        f"{len(r.teams)} teams with hours, {len(r.slas)} SLAs, {len(r.integrations)} integrations"
+    )
