@@ -247,3 +247,76 @@ async def say(client: httpx.AsyncClient, text: str, **kwargs: Any) -> httpx.Resp
     assert response.status_code == 200, response.text
     await drain()
     return response
+
+
+# --- operations: frozen clock, timers, rules files, agents ---------------------------------
+
+MADRID = "Europe/Madrid"
+
+
+@pytest.fixture
+def frozen() -> Iterator[Any]:
+    """The process clock frozen at Monday 2026-03-02 10:00 Madrid (09:00 UTC)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from traza import clock
+
+    frozen_clock = clock.FrozenClock(datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo(MADRID)))
+    clock.use(frozen_clock)
+    yield frozen_clock
+    clock.use(clock.SystemClock())
+
+
+async def fire_timers() -> None:
+    """Make every waiting operations job due now and run the worker.
+
+    Timers are scheduled in real time; under a frozen clock the test moves the clock and
+    then calls this. A job that fires before its deadline on the clock waits again.
+    """
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo' "
+            "AND queue_name = 'operations' AND scheduled_at > now()"
+        )
+    await drain()
+
+
+def use_rules(text: str) -> Path:
+    """Write `text` as TRAZA_CONFIG_DIR/rules.yaml (a fresh folder) and drop loaded rules."""
+    from traza.rules import active
+
+    folder = Path(tempfile.mkdtemp(prefix="traza-rules-"))
+    path = folder / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    configure(TRAZA_CONFIG_DIR=str(folder))
+    active.forget()
+    return path
+
+
+async def add_team(client: httpx.AsyncClient, name: str) -> None:
+    response = await client.post("/teams", json={"name": name}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+
+
+async def add_agent(
+    client: httpx.AsyncClient,
+    name: str,
+    *,
+    teams: list[str] | None = None,
+    role: str = "agent",
+    capacity: int = 5,
+    status: str = "online",
+) -> dict[str, str]:
+    """Create an agent through the API; return their Authorization header."""
+    response = await client.post(
+        "/agents",
+        json={"name": name, "teams": teams or ["general"], "role": role, "capacity": capacity},
+        headers=ADMIN,
+    )
+    assert response.status_code == 201, response.text
+    headers = {"Authorization": f"Bearer {response.json()['api_key']}"}
+    if status != "offline":
+        changed = await client.put("/me/status", json={"status": status}, headers=headers)
+        assert changed.status_code == 200, changed.text
+    return headers

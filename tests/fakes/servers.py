@@ -184,3 +184,31 @@ class OpenAICompatible:
             for r in self.requests
             if tool in [t["function"]["name"] for t in r.get("tools") or []]
         ]
+
+
+@dataclass
+class WebhookReceiver:
+    """An integration endpoint (helpdesk, CRM) receiving traza's signed webhooks.
+
+    `answers` is consumed one per request: an int status code, or (status, json body).
+    When it is empty the receiver answers 200 with `default_body`.
+    """
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[int | tuple[int, Any]] = field(default_factory=list)
+    default_body: Any = field(default_factory=lambda: {"ticket": "T-1"})
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/hook")
+        async def hook(request: Request) -> JSONResponse:
+            raw = await request.body()
+            self.requests.append(
+                {"headers": dict(request.headers), "raw": raw, "body": json.loads(raw)}
+            )
+            answer = self.answers.pop(0) if self.answers else (200, self.default_body)
+            status, body = answer if isinstance(answer, tuple) else (answer, {"error": "x"})
+            return JSONResponse(body, status_code=status)
+
+        return app

@@ -10,6 +10,7 @@ import logging
 
 from procrastinate import JobContext
 
+from traza import clock
 from traza.db.engine import session_scope
 from traza.jobs.app import app
 from traza.jobs.defer import OPS_QUEUE
@@ -26,6 +27,11 @@ async def assign_team(context: JobContext, team: str) -> None:
     """Assign the team's waiting handoffs to online agents with room."""
     rules = await active.current()
     async with session_scope() as session:
+        if not assignment.is_open(rules.rules, team):  # early (a clock jump): wait for opening
+            opens = sla.hours_for(rules, team).next_open(clock.now())
+            if opens is not None:
+                await queue_assignment(session, team, delay=max(clock.delay_until(opens), 1.0))
+            return
         assigned = await assignment.assign_waiting(session, rules, team)
     if assigned:
         log.info("team %s: assigned handoffs %s", team, assigned)
