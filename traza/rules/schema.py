@@ -255,9 +255,16 @@ class Rules(_Strict):
     csat: Csat = Csat()
 
 
+def _intents() -> tuple[str, ...]:
+    from traza.decisions.classifier import INTENTS
+
+    return INTENTS
+
+
 def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-references that pydantic cannot check: (path in the file, problem)."""
     problems: list[tuple[tuple[Any, ...], str]] = []
+    INTENTS = _intents()  # noqa: N806
     prios = set(rules.priorities)
 
     def team(path: tuple[Any, ...], name: str | None) -> None:
@@ -286,6 +293,14 @@ def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[A
         if r.name in seen:
             problems.append((("routing", i, "name"), f"rule name '{r.name}' is used twice"))
         seen.add(r.name)
+        for j, intent in enumerate(r.when.intents or []):
+            if intent not in INTENTS:
+                problems.append(
+                    (
+                        ("routing", i, "when", "intents", j),
+                        f"unknown intent '{intent}' (intents: {', '.join(INTENTS)})",
+                    )
+                )
         team(("routing", i, "team"), r.team)
         priority(("routing", i, "priority"), r.priority)
         if r.action is not None and r.action not in (*BUILTIN_ACTIONS, *rules.integrations):
