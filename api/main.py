@@ -53,6 +53,8 @@ def create_app(*, worker: bool = False) -> FastAPI:
             await active.reload()
         except RulesError as exc:
             log.error("traza cannot start: the rules are invalid\n%s", exc)
+            await jobs.close_async()
+            await dispose_engine()
             raise
         task: asyncio.Task[None] | None = None
         if worker:

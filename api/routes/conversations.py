@@ -235,13 +235,14 @@ async def _may_answer(
     if operator.role != "agent":
         return
     handoff = await repo.open_handoff(session, conversation_id)
+    handoff_id, assignee = (handoff.id, handoff.assigned_agent) if handoff else (None, None)
     await session.rollback()
-    if handoff and handoff.assigned_agent and handoff.assigned_agent != operator.name:
+    if assignee and assignee != operator.name:
         raise await deny(
             request,
             operator,
             conversation_id=conversation_id,
-            reason=f"handoff {handoff.id} is assigned to {handoff.assigned_agent}; "
+            reason=f"handoff {handoff_id} is assigned to {assignee}; "
             "ask them or a supervisor to transfer it",
         )
 

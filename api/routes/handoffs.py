@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from sqlalchemy import select
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from api.deps import OperatorDep, SessionDep, check_team, deny
 from api.schemas import HandoffPublic, NotePublic, ResumeResult, TransferRequest
@@ -60,10 +61,14 @@ async def list_handoffs(
         query = query.where(Handoff.escalated_to.is_not(None) == escalated)
     if operator.role != "admin":
         query = query.where(Handoff.team.in_(sorted(operator.teams)))
-    order = {p: i for i, p in enumerate(rules.rules.priorities)}
-    rows = list((await session.execute(query.order_by(Handoff.created_at, Handoff.id))).scalars())
-    rows.sort(key=lambda h: (order.get(h.priority, len(order)), h.created_at, h.id))
-    return [HandoffPublic.model_validate(h) for h in rows[:limit]]
+    rank = func.coalesce(
+        func.array_position(
+            cast(rules.rules.priorities, ARRAY(Text)), cast(Handoff.priority, Text)
+        ),
+        len(rules.rules.priorities),
+    )
+    rows = await session.execute(query.order_by(rank, Handoff.created_at, Handoff.id).limit(limit))
+    return [HandoffPublic.model_validate(h) for h in rows.scalars()]
 
 
 async def _visible(

@@ -103,20 +103,19 @@ class Holidays(_Strict):
         return self
 
 
-def _no_overlap(weekly: dict[str, list[tuple[time, time]]]) -> dict[str, list[tuple[time, time]]]:
-    for day, ranges in weekly.items():
-        ordered = sorted(ranges)
-        for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
-            if start < end:
-                raise ValueError(f"{day}: ranges overlap ({start:%H:%M} starts before {end:%H:%M})")
-    return {d: sorted(r) for d, r in weekly.items()}
+def _no_overlap(ranges: list[tuple[time, time]]) -> list[tuple[time, time]]:
+    ordered = sorted(ranges)
+    for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
+        if start < end:
+            raise ValueError(f"ranges overlap ({start:%H:%M} starts before {end:%H:%M})")
+    return ordered
 
 
 class Hours(_Strict):
     """Business hours: a time zone, weekly ranges (several per day) and holidays."""
 
     timezone: Annotated[str, AfterValidator(_zone)]
-    weekly: Annotated[dict[Weekday, list[TimeRange]], AfterValidator(_no_overlap)]
+    weekly: dict[Weekday, Annotated[list[TimeRange], AfterValidator(_no_overlap)]]
     holidays: Holidays = Holidays()
 
     @model_validator(mode="after")
