@@ -59,6 +59,7 @@ class BusinessHours:
 
     def intervals(self, at: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Open intervals (UTC) that end after `at`, in order, clipped to start at `at`."""
+        at = at.astimezone(UTC)  # arithmetic below must be in real time, not wall time
         if self.hours is None:
             yield at, at + timedelta(days=HORIZON_DAYS)
             return

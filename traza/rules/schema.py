@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -89,18 +91,30 @@ class Holidays(_Strict):
     subdivision: str | None = None
     dates: list[date] = []
 
-    @model_validator(mode="after")
-    def _known_country(self) -> Holidays:
-        if self.country:
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is not None:
             import holidays
 
-            try:
-                holidays.country_holidays(self.country, subdiv=self.subdivision)
-            except NotImplementedError as exc:
-                raise ValueError(str(exc)) from None
-        elif self.subdivision:
+            if value not in holidays.list_supported_countries():
+                raise ValueError(f"no public holidays known for country '{value}' (ISO code)")
+        return value
+
+    @field_validator("subdivision")
+    @classmethod
+    def _known_subdivision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        country = info.data.get("country")
+        if value is None:
+            return value
+        if not country:
             raise ValueError("a subdivision needs a country")
-        return self
+        import holidays
+
+        known = holidays.list_supported_countries().get(country, [])
+        if value not in known:
+            raise ValueError(f"unknown subdivision '{value}' of {country}")
+        return value
 
 
 def _no_overlap(ranges: list[tuple[time, time]]) -> list[tuple[time, time]]:
@@ -145,11 +159,19 @@ class Team(_Strict):
     """Default priority of this team's handoffs."""
 
 
+def _keyword(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a keyword cannot be empty")
+    return value
+
+
 class Match(_Strict):
     """Conditions of a routing rule; all given ones must hold (none: always)."""
 
     intents: list[str] | None = None
-    keywords: list[str] | None = None
+    keywords: list[Annotated[str, AfterValidator(_keyword)]] | None = Field(
+        default=None, min_length=1
+    )
     contacts: list[str] | None = None
     inboxes: list[str] | None = None
     wants_human: bool | None = None
@@ -182,7 +204,6 @@ class QueryType(_Strict):
     """A kind of query (an intent name or a rule's `query_type`) and how it is queued."""
 
     priority: str | None = None
-    team: str | None = None
 
 
 def _action(value: Any) -> str:
@@ -285,7 +306,6 @@ def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[A
         team(("teams", name), name)
         priority(("teams", name, "priority"), t.priority)
     for name, q in rules.query_types.items():
-        team(("query_types", name, "team"), q.team)
         priority(("query_types", name, "priority"), q.priority)
     seen: set[str] = set()
     for i, r in enumerate(rules.routing):
