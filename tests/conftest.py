@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -92,6 +94,23 @@ def database_url() -> Iterator[str]:
     yield url
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def traza_cli(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the `traza` command in a subprocess, as a user would (output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "traza.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def configure(**env: str | None) -> None:

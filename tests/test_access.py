@@ -10,17 +10,13 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ADMIN, add_agent, add_team, drain, say, use_rules
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ADMIN, add_agent, add_team, drain, say, traza_cli, use_rules
 
 DB = psycopg.Connection[Any]
 
@@ -525,14 +521,7 @@ async def test_agents_cannot_take_a_colleagues_handoff_but_a_supervisor_can_move
 def traza(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("TRAZA_CONFIG_DIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "traza.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return traza_cli(*args, env=env)
 
 
 async def test_cli_adds_agents_whose_keys_work_and_can_be_revoked(

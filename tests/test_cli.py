@@ -11,20 +11,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import traza_cli
 from tests.fakes.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def traza(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "traza.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+traza = traza_cli
 
 
 def test_an_invalid_setting_stops_with_one_line_naming_it():

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,11 @@ from tests.conftest import (
     drain,
     fire_timers,
     say,
+    traza_cli,
     use_rules,
 )
 from tests.fakes.servers import LocalServer, WebhookReceiver, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 MADRID = ZoneInfo("Europe/Madrid")
 UTC = ZoneInfo("UTC")
 PERSON = "quiero hablar con una persona"
@@ -607,19 +605,6 @@ async def test_bad_rules_are_refused_with_their_line_and_the_previous_rules_stay
     assert shown["version"] == newest
     assert shown["last_error"] and "Mars/Olympus" in shown["last_error"]
     assert f"{path}:8:" in shown["last_error"]
-
-
-def traza_cli(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "traza.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_rules_check_offline_prints_each_problem_with_its_line(tmp_path: Path) -> None:
