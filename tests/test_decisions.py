@@ -329,9 +329,7 @@ def test_default_is_the_bot() -> None:
     assert (decision.route, decision.rule, decision.action) == ("bot", "default-bot", None)
     assert decision.inputs["intent"] == "greeting"
     # The message text is in the messages table; the recorded inputs leave it out.
-    assert decision.as_dict()["inputs"] == {
-        k: v for k, v in decision.inputs.items() if k != "text"
-    }
+    assert decision.as_dict()["inputs"] == {k: v for k, v in decision.inputs.items() if k != "text"}
 
 
 def test_opt_out_beats_everything() -> None:

@@ -27,10 +27,10 @@ async def assign_team(context: JobContext, team: str) -> None:
     """Assign the team's waiting handoffs to online agents with room."""
     rules = await active.current()
     async with session_scope() as session:
-        if not assignment.is_open(rules.rules, team):  # early (a clock jump): wait for opening
+        if not assignment.is_open(rules.rules, team):  # closed: run again at opening
             opens = sla.hours_for(rules, team).next_open(clock.now())
             if opens is not None:
-                await queue_assignment(session, team, delay=max(clock.delay_until(opens), 1.0))
+                await queue_assignment(session, team, at=opens)
             return
         assigned = await assignment.assign_waiting(session, rules, team)
     if assigned:
@@ -55,6 +55,9 @@ async def recover_operations() -> dict[str, int]:
     async with session_scope() as session:
         timers = await sla.rearm_orphans(session)
         teams = await assignment.waiting_teams(session)
+        rules = await active.current()
+        now = clock.now()
         for team in teams:
-            await queue_assignment(session, team)
+            opens = sla.hours_for(rules, team).next_open(now)
+            await queue_assignment(session, team, at=opens if opens and opens > now else None)
     return {"timers": timers, "teams": len(teams)}

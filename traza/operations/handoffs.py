@@ -9,6 +9,7 @@ timers, integration calls) commit with them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -27,16 +28,22 @@ ASSIGN_TASK = "assign_team"
 OPEN = ("open", "assigned", "accepted")
 
 
-async def queue_assignment(session: AsyncSession, team: str | None, *, delay: float = 0) -> None:
-    """Queue a round of assignment for `team` (one waiting round per team)."""
+async def queue_assignment(
+    session: AsyncSession, team: str | None, *, at: datetime | None = None
+) -> None:
+    """Queue a round of assignment for `team`, now or at `at` (its opening time).
+
+    One waiting round per team and moment (queueing lock). No procrastinate `lock`: a
+    round scheduled for Monday's opening must not hold back today's rounds; rounds
+    serialise on a transaction-scoped advisory lock instead.
+    """
     if team:
         await defer_in(
             session,
             ASSIGN_TASK,
             {"team": team},
-            delay=delay,
-            lock=f"assign:{team}",
-            queueing_lock=f"assign:{team}" if delay == 0 else f"assign:{team}:{int(delay)}",
+            delay=clock.delay_until(at) if at else 0.0,
+            queueing_lock=f"assign:{team}:{at.isoformat()}" if at else f"assign:{team}",
         )
 
 
@@ -114,7 +121,7 @@ async def open_handoff(
             text_body=text,
         )
         if opens:
-            await queue_assignment(session, team, delay=clock.delay_until(opens))
+            await queue_assignment(session, team, at=opens)
     else:
         notice = "guardrail_fallback" if decision.get("rule") == "guardrail" else "handoff_notice"
         await queue_message(
