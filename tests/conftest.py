@@ -47,7 +47,8 @@ APP_SECRET = "test-app-secret"
 ADMIN = {"Authorization": "Bearer test-admin-key"}
 PHONE_NUMBER_ID = "109876543210"
 TABLES = (
-    "trace_events, message_statuses, messages, csat_ratings, notes, sla_timers, "
+    "followups, recruiting_events, interviews, interviewers, stage_history, applications, "
+    "vacancies, candidates, trace_events, message_statuses, messages, csat_ratings, notes, sla_timers, "
     "integration_calls, handoffs, conversations, contacts, inboxes, api_keys, agent_teams, "
     "agents, teams, "
     "webhook_events, procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "

@@ -392,3 +392,160 @@ class CsatRating(Base):
     team: Mapped[str | None] = mapped_column(String(64))
     bot: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
+
+
+class Candidate(Base):
+    """A person in the talent pool; linked to a WhatsApp contact once they have a number."""
+
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    wa_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    locale: Mapped[str] = mapped_column(String(16), server_default="es")
+    timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Madrid")
+    consent_source: Mapped[str | None] = mapped_column(String(200))
+    consent_at: Mapped[datetime | None]
+    profile: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    last_reply_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    """Set after the agent's unanswered-attempt limit; cleared when the candidate writes."""
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Vacancy(Base):
+    """An open position."""
+
+    __tablename__ = "vacancies"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    location: Mapped[str | None] = mapped_column(String(200))
+    required_fields: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
+    created_at: Mapped[datetime] = _now()
+
+
+class Application(Base):
+    """A candidate applying to a vacancy, and where in the process they are."""
+
+    __tablename__ = "applications"
+    __table_args__ = (UniqueConstraint("candidate_id", "vacancy_id", name="uq_application_pair"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    vacancy_id: Mapped[int] = mapped_column(ForeignKey("vacancies.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(64), server_default="applied")
+    stage_changed_at: Mapped[datetime]
+    agent: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = _now()
+
+
+class StageChange(Base):
+    """One move of an application between stages: who and when."""
+
+    __tablename__ = "stage_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    from_stage: Mapped[str | None] = mapped_column(String(64))
+    to_stage: Mapped[str] = mapped_column(String(64))
+    changed_by: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+
+
+class Interviewer(Base):
+    """Someone who interviews; their availability is weekly ranges in their time zone."""
+
+    __tablename__ = "interviewers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Madrid")
+    availability: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    calendar_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class Interview(Base):
+    """An interview of an application."""
+
+    __tablename__ = "interviews"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('scheduled', 'confirmed', 'rescheduled', 'completed', 'no_show', "
+            "'cancelled')",
+            name="status_kind",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    interviewer_id: Mapped[int | None] = mapped_column(ForeignKey("interviewers.id"), index=True)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    location: Mapped[str | None] = mapped_column(String(300))
+    video_link: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), server_default="scheduled")
+    confirmed_at: Mapped[datetime | None]
+    sequence: Mapped[int] = mapped_column(Integer, server_default="0")
+    """iCalendar SEQUENCE: bumped on every change so calendar clients update the event."""
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class RecruitingEvent(Base):
+    """An event from the ATS, stored once per event id (replays are no-ops)."""
+
+    __tablename__ = "recruiting_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = _now()
+
+
+class FollowUp(Base):
+    """A proactive message the agent plans; a procrastinate job fires it at `due_at`."""
+
+    __tablename__ = "followups"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('scheduled', 'sent', 'skipped', 'cancelled', 'paused', 'failed')",
+            name="status_kind",
+        ),
+        Index(
+            "ix_followups_scheduled",
+            "candidate_id",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    agent: Mapped[str] = mapped_column(String(100))
+    trigger: Mapped[str] = mapped_column(String(64))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id"), index=True)
+    interview_id: Mapped[int | None] = mapped_column(ForeignKey("interviews.id"), index=True)
+    due_at: Mapped[datetime]
+    expect: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    """What must still hold when it fires (stage, interview start…), else it is stale."""
+    status: Mapped[str] = mapped_column(String(16), server_default="scheduled")
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    fired_at: Mapped[datetime | None]
