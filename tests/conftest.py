@@ -48,7 +48,8 @@ ADMIN = {"Authorization": "Bearer test-admin-key"}
 PHONE_NUMBER_ID = "109876543210"
 TABLES = (
     "followups, recruiting_events, interviews, interviewers, stage_history, applications, "
-    "vacancies, candidates, trace_events, message_statuses, messages, csat_ratings, notes, sla_timers, "
+    "vacancies, candidates, trace_events, message_statuses, messages, csat_ratings, notes, "
+    "sla_timers, "
     "integration_calls, handoffs, conversations, contacts, inboxes, api_keys, agent_teams, "
     "agents, teams, "
     "webhook_events, procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "

@@ -177,7 +177,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('scheduled', 'confirmed', 'rescheduled', 'completed', 'no_show', 'cancelled')",
+            "status IN ('scheduled', 'confirmed', 'rescheduled', 'completed', 'no_show', "
+            "'cancelled')",
             name=op.f("ck_interviews_status_kind"),
         ),
         sa.ForeignKeyConstraint(
