@@ -18,12 +18,14 @@ from graphs.conversation.nodes.load_context import load_context
 from graphs.conversation.nodes.run_system_action import run_system_action
 from graphs.conversation.nodes.send_reply import send_reply
 from graphs.conversation.nodes.wait_for_human import wait_for_human
+from graphs.conversation.nodes.write_followup import write_followup
 from graphs.conversation.nodes.write_reply import write_reply
 from graphs.conversation.routing import (
     route_after_check_guardrails,
     route_after_decide_route,
     route_after_load_context,
     route_after_wait_for_human,
+    route_after_write_followup,
 )
 from graphs.conversation.state import ConversationState, TurnInput
 
@@ -37,6 +39,7 @@ builder.add_node(send_reply)
 builder.add_node(hand_off_to_human)
 builder.add_node(wait_for_human)
 builder.add_node(run_system_action)
+builder.add_node(write_followup)
 
 builder.add_edge(START, "load_context")
 builder.add_conditional_edges("load_context", route_after_load_context)
@@ -48,6 +51,7 @@ builder.add_edge("send_reply", END)
 builder.add_edge("hand_off_to_human", "wait_for_human")
 builder.add_conditional_edges("wait_for_human", route_after_wait_for_human)
 builder.add_edge("run_system_action", END)
+builder.add_conditional_edges("write_followup", route_after_write_followup)
 
 graph = builder.compile(name="conversation")
 

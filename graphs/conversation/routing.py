@@ -7,11 +7,22 @@ from typing import Literal
 from graphs.conversation.state import ConversationState
 
 
-def route_after_load_context(state: ConversationState) -> Literal["classify", "__end__"]:
-    """Nothing to do when the turn is empty (a retried job found its work already done)."""
+def route_after_load_context(
+    state: ConversationState,
+) -> Literal["classify", "write_followup", "__end__"]:
+    """A proactive follow-up is written; an empty turn (a retried job) ends."""
+    if state.get("followup"):
+        return "write_followup"
     if state.get("turn"):
         return "classify"
     return "__end__"
+
+
+def route_after_write_followup(
+    state: ConversationState,
+) -> Literal["check_guardrails", "__end__"]:
+    """A follow-up with no template for the candidate's language is recorded, not sent."""
+    return "check_guardrails" if state.get("draft") else "__end__"
 
 
 def route_after_decide_route(

@@ -24,6 +24,7 @@ class TurnInput(TypedDict, total=False):
     """What starts a turn: the inbound messages coalesced into it."""
 
     turn: list[InboundItem]
+    followup: dict[str, Any] | None
 
 
 class ConversationState(TypedDict, total=False):
@@ -46,3 +47,4 @@ class ConversationState(TypedDict, total=False):
     guardrail: dict[str, Any] | None
     unknown_streak: int
     resumes: int
+    followup: dict[str, Any] | None

@@ -153,7 +153,25 @@ async def resume(conversation_id: int, *, response: dict[str, Any], agent: str) 
 
 
 async def take_over(conversation_id: int, *, agent: str) -> dict[str, Any]:
-    """An agent takes the conversation from the bot: the graph hands off to them and waits.
+    """An agent takes the conversation from the bot: the graph hands off to them and waits."""
+    return await hand_over(
+        conversation_id,
+        rule="agent-takeover",
+        reason=f"{agent} took over the conversation",
+        created_by=trace.human(agent),
+        agent=agent,
+    )
+
+
+async def hand_over(
+    conversation_id: int,
+    *,
+    rule: str,
+    reason: str,
+    created_by: str,
+    agent: str | None = None,
+) -> dict[str, Any]:
+    """Hand a conversation to humans from outside a turn (an agent, a follow-up alert).
 
     Runs the graph's own handoff path (as if routing had chosen a human), so the handoff,
     the owner change and the wait are the same as for a routed handoff.
@@ -170,19 +188,19 @@ async def take_over(conversation_id: int, *, agent: str) -> dict[str, Any]:
             raise NotWaitingForHuman("the conversation is already with a human")
         graph = await conversation_graph()
         config = thread_config(thread_id)
-        actor = trace.human(agent)
         await graph.aupdate_state(
             config,
             {
                 "conversation_id": conversation_id,
                 "turn": [],
+                "followup": None,
                 "decision": {
                     "route": "human",
-                    "rule": "agent-takeover",
-                    "reason": f"{agent} took over the conversation",
+                    "rule": rule,
+                    "reason": reason,
                     "action": None,
                     "team": team,
-                    "created_by": actor,
+                    "created_by": created_by,
                 },
             },
             as_node="decide_route",
@@ -191,9 +209,44 @@ async def take_over(conversation_id: int, *, agent: str) -> dict[str, Any]:
             await graph.ainvoke(None, config=config, context=run_context())
         async with session_scope() as session:
             handoff = await repo.open_handoff(session, conversation_id)
-            if handoff is not None and handoff.assigned_agent != agent:
-                await give(session, handoff, agent, actor=actor, kind="handoff.claimed")
-            if handoff is not None:
+            if agent is not None and handoff is not None:
+                if handoff.assigned_agent != agent:
+                    await give(session, handoff, agent, actor=created_by, kind="handoff.claimed")
                 handoff.status, handoff.accepted_at = "accepted", clock.now()
         await deliver_now(conversation_id, scope.deliveries)
         return {"owner": "human", "waiting_for_human": bool(await waiting_interrupts(thread_id))}
+
+
+async def run_followup(conversation_id: int, followup: dict[str, Any]) -> int | None:
+    """A proactive turn: the graph writes, checks and queues the agent's follow-up.
+
+    Returns the queued message's id, or None when nothing was queued (a guardrail blocked
+    it and the conversation went to a human, or a human owns it).
+    """
+    async with conversation_lock(conversation_id):
+        async with session_scope() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise ConversationNotFound(conversation_id)
+            thread_id = conversation.thread_id
+        if await waiting_interrupts(thread_id):
+            return None
+        graph = await conversation_graph()
+        with turn_scope() as scope:
+            await graph.ainvoke(
+                {"turn": [], "followup": followup},
+                config=thread_config(thread_id),
+                context=run_context(),
+            )
+            if scope.events:
+                async with session_scope() as session:
+                    await flush(session)
+        async with autocommit() as conn:
+            message_id: int | None = (
+                await conn.execute(
+                    text("SELECT id FROM messages WHERE idempotency_key = :k"),
+                    {"k": f"followup:{followup['id']}"},
+                )
+            ).scalar_one_or_none()
+        await deliver_now(conversation_id, scope.deliveries)
+        return message_id

@@ -84,6 +84,10 @@ def _builtin(i: RoutingInputs) -> tuple[Route, str, str, str | None] | None:
         return "system", "opt-out", "customer asked to stop messages", "opt_out"
     if i.payload and i.payload.startswith("csat:"):
         return "system", "csat-answer", "customer rated the service", "csat"
+    if i.payload and i.payload.startswith("interview:confirm:"):
+        return "system", "interview-confirmed", "candidate confirmed the interview", "interview"
+    if i.payload and i.payload.startswith("interview:reschedule:"):
+        return "human", "reschedule-request", "candidate asks to reschedule the interview", None
     if i.owner == "human":
         return "human", "human-owner", "a human owns the conversation", None
     return None

@@ -18,7 +18,7 @@ def _pool(**kwargs: Any) -> AsyncConnectionPool:
 
 app = procrastinate.App(
     connector=procrastinate.PsycopgConnector(pool_factory=_pool),
-    import_paths=["traza.jobs.tasks", "traza.jobs.operations"],
+    import_paths=["traza.jobs.tasks", "traza.jobs.operations", "traza.jobs.recruiting"],
 )
 
 

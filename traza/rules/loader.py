@@ -6,10 +6,10 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from traza.rules.schema import Rules, references
 
@@ -75,8 +75,14 @@ def _where(path: tuple[Any, ...]) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
 
 
-def parse(text: str, *, source: str, known_teams: set[str] | None = None) -> LoadedRules:
-    """Validate rules text; raise `RulesError` naming each problem's line."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(text: str, *, source: str, model: type[M]) -> tuple[M, yaml.Node | None]:
+    """Validate YAML text against `model`; raise `RulesError` naming each problem's line.
+
+    Shared by every configuration file (rules, follow-up agents).
+    """
     name = source
     try:
         tree = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -91,7 +97,7 @@ def parse(text: str, *, source: str, known_teams: set[str] | None = None) -> Loa
     if not isinstance(data, dict):
         raise RulesError([Problem(name, 1, "", "the rules file must be a mapping of sections")])
     try:
-        rules = Rules.model_validate(data)
+        return model.model_validate(data), tree
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -101,9 +107,21 @@ def parse(text: str, *, source: str, known_teams: set[str] | None = None) -> Loa
                 message = "unknown field (check the spelling; see README 'Writing rules')"
             problems.append(Problem(name, _line(tree, loc), _where(loc), message))
         raise RulesError(problems) from None
+
+
+def problems_at(
+    tree: yaml.Node | None, source: str, found: list[tuple[tuple[Any, ...], str]]
+) -> RulesError:
+    """A `RulesError` for cross-reference problems found after validation."""
+    return RulesError([Problem(source, _line(tree, p), _where(p), m) for p, m in found])
+
+
+def parse(text: str, *, source: str, known_teams: set[str] | None = None) -> LoadedRules:
+    """Validate rules text; raise `RulesError` naming each problem's line."""
+    rules, tree = parse_model(text, source=source, model=Rules)
     refs = references(rules, known_teams)
     if refs:
-        raise RulesError([Problem(name, _line(tree, p), _where(p), m) for p, m in refs])
+        raise problems_at(tree, source, refs)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedRules(rules=rules, version=version, source=source, text=text)
 

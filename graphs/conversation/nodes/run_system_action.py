@@ -21,6 +21,7 @@ from traza.jobs.tasks import schedule_delivery
 from traza.operations import csat
 from traza.outbound.integrations import queue_call
 from traza.outbound.outbox import queue_message
+from traza.recruiting.interviews import confirm_interview
 from traza.rules import active
 
 
@@ -74,6 +75,21 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
                 language=state.get("language"),
             )
             queued = bool(data.get("recorded"))
+        elif action == "interview":
+            payload = next((i.get("payload") for i in state.get("turn") or []), None) or ""
+            data |= await confirm_interview(session, cid, payload)
+            if data.get("confirmed"):
+                queued = (
+                    await queue_message(
+                        session,
+                        conversation_id=cid,
+                        key=f"interview-confirmed:{data['interview_id']}",
+                        actor=actor,
+                        kind="text",
+                        text_body=prompts.reply("interview_confirmed", state.get("language")),
+                    )
+                    is not None
+                )
         elif action in rules.rules.integrations:
             integration = rules.rules.integrations[action]
             data["call_id"] = await queue_call(

@@ -24,7 +24,7 @@ WRITE_REPLY = text(
     WITH m AS (
       INSERT INTO messages (conversation_id, direction, idempotency_key, type, content, text,
                             actor, status, channel)
-      VALUES (:cid, 'out', :key, 'text', CAST(:content AS jsonb), :body, :actor, 'queued',
+      VALUES (:cid, 'out', :key, :type, CAST(:content AS jsonb), :body, :actor, 'queued',
               'whatsapp')
       ON CONFLICT (idempotency_key) DO NOTHING
       RETURNING id
@@ -67,7 +67,9 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     ids = [i["id"] for i in state.get("turn") or []]
     actor = trace.bot((state.get("decision") or {}).get("bot") or runtime.context.bot_name)
     cid = state["conversation_id"]
-    key = f"reply:{cid}:{max(ids) if ids else 'none'}"
+    key = draft.get("key") or f"reply:{cid}:{max(ids) if ids else 'none'}"
+    kind = draft.get("kind") or "text"
+    content = draft.get("content") or {"body": draft.get("text"), "source": draft.get("source")}
     scope = current_scope()
     buffered = list(scope.events) if scope else []
     thread, step = run_position()
@@ -78,14 +80,13 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
                 {
                     "cid": cid,
                     "key": key,
-                    "content": json.dumps(
-                        {"body": draft.get("text"), "source": draft.get("source")}
-                    ),
+                    "type": kind,
+                    "content": json.dumps(content),
                     "body": str(draft.get("text") or ""),
                     "actor": actor,
                     "ids": ids,
                     "events": json.dumps(buffered, default=str),
-                    "queued": json.dumps({"type": "text", "key": key}),
+                    "queued": json.dumps({"type": kind, "key": key}),
                     "answers": json.dumps(ids),
                     "ms": round((time.perf_counter() - started) * 1000, 3),
                     "thread": thread,
@@ -96,4 +97,4 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     if scope is not None:
         del scope.events[: len(buffered)]
     await schedule_delivery(cid)
-    return {"turn": []}
+    return {"turn": [], "followup": None}

@@ -1,0 +1,91 @@
+"""Write the agent's proactive follow-up: its template in the candidate's language and tone.
+
+Inside WhatsApp's 24-hour window the message is free text (with reply buttons when the
+template has them); outside it, the approved template with named parameters. The draft
+then goes through the same guardrails as any bot reply.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graphs.conversation.context import Context
+from graphs.conversation.state import ConversationState
+from graphs.conversation.tracing import record_step
+from traza import trace
+from traza.recruiting.agents import active_agents
+from traza.recruiting.messages import render, template_params
+
+
+async def write_followup(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Draft the follow-up named by the turn's input."""
+    started = time.perf_counter()
+    followup: dict[str, Any] = state.get("followup") or {}
+    agent = active_agents().get(followup.get("agent", ""))
+    template = agent.template(followup["trigger"], followup["language"]) if agent else None
+    decision = {
+        "route": "bot",
+        "rule": f"followup:{followup.get('trigger')}",
+        "reason": "proactive follow-up",
+        "action": None,
+        "bot": followup.get("agent"),
+        "inputs": {"followup_id": followup.get("id")},
+    }
+    draft: dict[str, Any] | None = None
+    if agent is not None and template is not None:
+        values: dict[str, str] = followup.get("values") or {}
+        text = render(agent, template, values)
+        content: dict[str, Any] = {
+            "body": text,
+            "followup_id": followup["id"],
+            "trigger": followup["trigger"],
+        }
+        kind = "text"
+        draft = {
+            "text": text,
+            "source": f"followup:{followup['trigger']}",
+            "key": f"followup:{followup['id']}",
+            "kind": "text",
+            "content": content,
+        }
+        interview = followup.get("interview_id")
+        payloads = [f"interview:confirm:{interview}", f"interview:reschedule:{interview}"]
+        if state.get("in_window"):
+            if template.buttons and interview:
+                kind = "interactive"
+                content |= {
+                    "buttons": [
+                        {"id": p, "title": b[:20]}
+                        for p, b in zip(payloads, template.buttons, strict=False)
+                    ]
+                }
+        elif template.whatsapp_template is not None:
+            kind = "template"
+            content |= {
+                "name": template.whatsapp_template.name,
+                "language": template.whatsapp_template.language,
+                "params": template_params(template, values),
+            }
+            if template.buttons and interview:
+                content["button_payloads"] = payloads[: len(template.buttons)]
+    if draft is not None:
+        draft["kind"] = kind
+    await record_step(
+        conversation_id=state["conversation_id"],
+        kind="followup.drafted",
+        actor=trace.bot(followup.get("agent") or runtime.context.bot_name),
+        data={
+            "followup_id": followup.get("id"),
+            "trigger": followup.get("trigger"),
+            "message_kind": draft["kind"] if draft else None,
+            "in_window": bool(state.get("in_window")),
+            "due_at": followup.get("due_at"),
+            "fired_at": followup.get("fired_at"),
+            "error": None if draft else "no template for this trigger and language",
+        },
+        started=started,
+    )
+    return {"draft": draft, "decision": decision, "guardrail": None}

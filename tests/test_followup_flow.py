@@ -1,0 +1,241 @@
+"""The seed's autonomous flow, days 1 to 7, through the real scheduler tables, the real
+graph and a fake Graph API, with a frozen clock; plus the follow-up agent's limits."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    ADMIN,
+    PHONE_NUMBER_ID,
+    configure,
+    drain,
+    fire_timers,
+    post_webhook,
+    wa_payload,
+)
+from tests.fakes.servers import GraphAPI, LocalServer
+from traza.clock import FrozenClock
+
+ROOT = Path(__file__).resolve().parent.parent
+MAD = ZoneInfo("Europe/Madrid")
+WA = "5215550001111"
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    """Day 1 is Monday 2026-03-02 (Madrid time)."""
+    return datetime(2026, 3, 1 + day, hour, minute, tzinfo=MAD)
+
+
+def agent_config(**overrides: str) -> Path:
+    """TRAZA_CONFIG_DIR with the example agent, adjusted for the test."""
+    folder = Path(tempfile.mkdtemp(prefix="traza-agents-"))
+    (folder / "agents").mkdir()
+    text = (ROOT / "examples/config/agents/seguimiento.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "channels: [whatsapp, email]", f"inbox: '{PHONE_NUMBER_ID}'\nchannels: [whatsapp, email]"
+    )
+    for old, new in overrides.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    (folder / "agents" / "seguimiento.yaml").write_text(text, encoding="utf-8")
+    configure(TRAZA_CONFIG_DIR=str(folder))
+    return folder
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[GraphAPI]:
+    api = GraphAPI()
+    async with LocalServer(api.app()) as server:
+        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
+        yield api
+
+
+async def event(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    body.setdefault("id", f"evt-{uuid.uuid4().hex[:8]}")
+    response = await client.post(
+        "/recruiting/events",
+        content=json.dumps(body, default=str),
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+CANDIDATE = {
+    "external_id": "cand-1",
+    "name": "María García",
+    "wa_id": WA,
+    "email": "maria@example.com",
+    "locale": "es",
+    "timezone": "Europe/Madrid",
+    "consent_source": "formulario web",
+    "consent_at": "2026-03-01T09:00:00+01:00",
+    "profile": {"city": "Madrid"},
+}
+VACANCY = {
+    "external_id": "vac-1",
+    "title": "Desarrolladora Backend",
+    "required_fields": ["cv_url", "city"],
+}
+
+
+async def apply_for_job(client: httpx.AsyncClient, frozen: FrozenClock) -> None:
+    await event(
+        client,
+        type="application.created",
+        occurred_at=frozen.now(),
+        candidate=CANDIDATE,
+        vacancy=VACANCY,
+        application_id="app-1",
+    )
+
+
+def followups(db: Any) -> list[dict[str, Any]]:
+    return db.execute(
+        "SELECT id, trigger, status, reason, due_at, fired_at FROM followups ORDER BY id"
+    ).fetchall()
+
+
+def sent_bodies(graph: GraphAPI) -> list[dict[str, Any]]:
+    return [r["body"] for r in graph.requests if "to" in r["body"]]  # not read receipts
+
+
+async def button(client: httpx.AsyncClient, payload: str, title: str) -> None:
+    message = {
+        "from": WA,
+        "id": f"wamid.{uuid.uuid4().hex}",
+        "timestamp": str(int(time.time())),
+        "type": "button",
+        "button": {"payload": payload, "text": title},
+    }
+    response = await post_webhook(client, wa_payload(messages=[message]))
+    assert response.status_code == 200
+    await drain()
+
+
+async def test_the_seed_flow_day_1_to_7(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    agent_config(
+        **{
+            "no_activity: {after: 3d}": "no_activity: {after: 2d}",
+            "stage_changed: {stages: [interview, offer]}": "stage_changed: {stages: [entrevista]}",
+            "days: [mon, tue, wed, thu, fri]": "days: [mon, tue, wed, thu, fri, sat, sun]",
+        }
+    )
+    # Day 1, hour 0: the candidate applies.
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)
+    planned = followups(db)
+    assert [(f["trigger"], f["due_at"]) for f in planned] == [
+        ("application_received", at(1, 11)),
+        ("no_activity", at(3, 10)),
+    ]
+    await fire_timers()  # nothing is due yet: the jobs re-check the clock and wait
+    assert sent_bodies(graph) == []
+
+    # Day 1, hour 1: confirmation (a template: the candidate never wrote, no open window).
+    frozen.set(at(1, 11))
+    await fire_timers()
+    [confirmation] = sent_bodies(graph)
+    assert confirmation["type"] == "template"
+    assert confirmation["template"]["name"] == "aplicacion_recibida"
+    params = [p["text"] for p in confirmation["template"]["components"][0]["parameters"]]
+    assert params == ["María", "Desarrolladora Backend"]
+
+    # Day 3: no movement → status update.
+    frozen.set(at(3, 10))
+    await fire_timers()
+    assert sent_bodies(graph)[-1]["template"]["name"] == "seguimiento_sin_respuesta"
+
+    # Day 5: moved to interview, and the interview is planned for day 7 at 11:00.
+    frozen.set(at(5, 10))
+    await event(
+        client,
+        type="application.stage_changed",
+        application_id="app-1",
+        stage="entrevista",
+        changed_by="laura",
+    )
+    await event(
+        client,
+        type="interview.scheduled",
+        application_id="app-1",
+        interview_id="int-1",
+        starts_at=at(7, 11).isoformat(),
+        ends_at=at(7, 11, 45).isoformat(),
+        video_link="https://meet.example.com/abc",
+        interviewer={"external_id": "iv-1", "name": "Laura P."},
+    )
+    await fire_timers()
+    notice = sent_bodies(graph)[-1]
+    assert notice["template"]["name"] == "cambio_de_etapa"
+    assert [p["text"] for p in notice["template"]["components"][0]["parameters"]] == [
+        "María",
+        "entrevista",
+        "Desarrolladora Backend",
+    ]
+
+    # Day 6, 24 h before: confirm attendance (template with reply buttons).
+    frozen.set(at(6, 11))
+    await fire_timers()
+    ask = sent_bodies(graph)[-1]
+    assert ask["template"]["name"] == "confirmar_entrevista"
+    interview_id = db.execute("SELECT id FROM interviews").fetchone()["id"]
+
+    # The candidate confirms by button.
+    frozen.set(at(6, 11, 5))
+    await button(client, f"interview:confirm:{interview_id}", "Confirmo")
+    row = db.execute("SELECT status, confirmed_at FROM interviews").fetchone()
+    assert row["status"] == "confirmed" and row["confirmed_at"] == at(6, 11, 5)
+    assert "Gracias por confirmar" in sent_bodies(graph)[-1]["text"]["body"]
+
+    # Day 7, 1 h before: reminder with the link (free text: the window is open now).
+    frozen.set(at(7, 10))
+    await fire_timers()
+    reminder = sent_bodies(graph)[-1]
+    assert reminder["type"] == "text"
+    assert "https://meet.example.com/abc" in reminder["text"]["body"]
+    assert "11:00" in reminder["text"]["body"]
+
+    # After the interview: thanks and the timeline, 2 h after it is marked completed.
+    frozen.set(at(7, 11, 50))
+    await event(client, type="interview.completed", interview_id="int-1")
+    frozen.set(at(7, 13, 50))
+    await fire_timers()
+    thanks = sent_bodies(graph)[-1]
+    assert "Gracias por tu tiempo" in thanks["text"]["body"]
+    assert "5 días hábiles" in thanks["text"]["body"]
+
+    final = {(f["trigger"], f["status"], f["fired_at"]) for f in followups(db)}
+    assert ("application_received", "sent", at(1, 11)) in final
+    assert ("no_activity", "sent", at(3, 10)) in final
+    assert ("stage_changed", "sent", at(5, 10)) in final
+    assert ("interview_24h", "sent", at(6, 11)) in final
+    assert ("interview_1h", "sent", at(7, 10)) in final
+    assert ("post_interview", "sent", at(7, 13, 50)) in final
+    statuses = {f["trigger"]: f["status"] for f in followups(db) if f["status"] != "sent"}
+    assert statuses == {"interview_unconfirmed": "cancelled", "no_activity": "cancelled"}
+    assert len(sent_bodies(graph)) == 7  # six follow-ups and the confirmation reply
+    keys = db.execute(
+        "SELECT idempotency_key FROM messages WHERE direction = 'out' ORDER BY id"
+    ).fetchall()
+    assert len({k["idempotency_key"] for k in keys}) == len(keys)
+    kinds = [
+        e["kind"]
+        for e in db.execute("SELECT kind FROM trace_events ORDER BY id").fetchall()
+        if e["kind"].startswith("followup.")
+    ]
+    assert kinds.count("followup.drafted") == 6

@@ -1,0 +1,19 @@
+"""Jobs of the follow-up agent: one per planned follow-up, re-checked when it fires."""
+
+from __future__ import annotations
+
+import logging
+
+from procrastinate import JobContext
+
+from traza.jobs.app import app
+from traza.jobs.defer import OPS_QUEUE
+from traza.recruiting import followups
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=followups.FIRE_TASK, queue=OPS_QUEUE, pass_context=True)
+async def fire_followup(context: JobContext, followup_id: int) -> None:
+    """A follow-up's due time: re-check, then send (or record why not)."""
+    log.info(await followups.fire(followup_id))

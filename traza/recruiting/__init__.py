@@ -1,0 +1,1 @@
+"""Recruiting: the candidate pool, ATS events and the follow-up agent."""

@@ -1,0 +1,396 @@
+"""The follow-up agent's clock: plan a message at a time, then re-check it when it fires.
+
+A follow-up is a `followups` row plus a procrastinate job at its due time, committed
+together. When the job fires, everything that could make the message stale or unwelcome
+is checked again — the stage moved, the interview moved or was cancelled, the candidate
+answered, a human owns the conversation, the candidate opted out, the attempt limit was
+reached, it is outside the candidate's contact hours — and the outcome is recorded.
+A message that survives runs through the conversation graph (same thread, same trace,
+same guardrails) as a proactive turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from traza import clock, trace
+from traza.db.engine import session_scope
+from traza.db.models import Application, Candidate, Contact, FollowUp, Interview, Vacancy
+from traza.jobs.defer import cancel_in, defer_in
+from traza.recruiting.agents import Agent, active_agents, next_contact_time
+
+log = logging.getLogger(__name__)
+
+FIRE_TASK = "fire_followup"
+# Triggers that ask for an answer: a reply from the candidate makes them moot.
+ANSWER_MOOTS = {"no_activity", "reactivation"}
+# Contact attempts: messages that ask the candidate for an answer. Notices (a stage
+# change, a reminder, thanks) are not attempts, but once the limit is reached the agent
+# pauses everything until the candidate writes.
+ATTEMPTS = ["application_received", "no_activity", "reactivation", "interview_24h"]
+
+
+def actor(agent: str) -> str:
+    """The trace actor of an agent (its messages are `bot:<agent>`)."""
+    return trace.bot(agent)
+
+
+async def schedule(
+    session: AsyncSession,
+    *,
+    agent: Agent,
+    trigger: str,
+    key: str,
+    candidate_id: int,
+    due_at: datetime,
+    application_id: int | None = None,
+    interview_id: int | None = None,
+    expect: dict[str, Any] | None = None,
+) -> int | None:
+    """Plan a follow-up (once per key); None when disabled or already planned."""
+    if not agent.trigger(trigger).enabled:
+        return None
+    followup_id: int | None = (
+        await session.execute(
+            text(
+                "INSERT INTO followups (key, agent, trigger, candidate_id, application_id, "
+                "interview_id, due_at, expect) VALUES (:key, :agent, :trigger, :cand, :app, "
+                ":iv, :due, CAST(:expect AS jsonb)) ON CONFLICT (key) DO NOTHING RETURNING id"
+            ),
+            {
+                "key": key,
+                "agent": agent.name,
+                "trigger": trigger,
+                "cand": candidate_id,
+                "app": application_id,
+                "iv": interview_id,
+                "due": due_at,
+                "expect": _json(expect or {}),
+            },
+        )
+    ).scalar_one_or_none()
+    if followup_id is None:
+        return None
+    job_id = await defer_in(
+        session,
+        FIRE_TASK,
+        {"followup_id": followup_id},
+        delay=clock.delay_until(due_at),
+        queueing_lock=f"followup:{followup_id}",
+    )
+    await session.execute(update(FollowUp).where(FollowUp.id == followup_id).values(job_id=job_id))
+    await trace.record(
+        session,
+        conversation_id=await conversation_of(session, candidate_id),
+        kind="followup.scheduled",
+        actor=actor(agent.name),
+        data={"followup_id": followup_id, "trigger": trigger, "due_at": due_at.isoformat()},
+    )
+    return followup_id
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
+
+
+async def cancel(
+    session: AsyncSession, reason: str, *, triggers: tuple[str, ...] | None = None, **where: int
+) -> int:
+    """Cancel planned follow-ups matching `where` (application_id=…, interview_id=…)."""
+    query = select(FollowUp).where(FollowUp.status == "scheduled")
+    for column, value in where.items():
+        query = query.where(getattr(FollowUp, column) == value)
+    if triggers:
+        query = query.where(FollowUp.trigger.in_(triggers))
+    rows = (await session.scalars(query.with_for_update())).all()
+    for row in rows:
+        row.status, row.reason = "cancelled", reason
+        await cancel_in(session, row.job_id)
+        await trace.record(
+            session,
+            conversation_id=await conversation_of(session, row.candidate_id),
+            kind="followup.cancelled",
+            actor=trace.system("followups"),
+            data={"followup_id": row.id, "trigger": row.trigger, "reason": reason},
+        )
+    return len(rows)
+
+
+async def conversation_of(session: AsyncSession, candidate_id: int) -> int | None:
+    """The candidate's open WhatsApp conversation, if any."""
+    cid: int | None = (
+        await session.execute(
+            text(
+                "SELECT c.id FROM conversations c JOIN candidates k ON k.contact_id = c.contact_id "
+                "WHERE k.id = :id AND c.status = 'open' ORDER BY c.id DESC LIMIT 1"
+            ),
+            {"id": candidate_id},
+        )
+    ).scalar_one_or_none()
+    return cid
+
+
+# Inbound messages after a moment, and proactive messages since the last inbound one.
+REPLIES_SQL = text(
+    """
+    SELECT (SELECT max(m.created_at) FROM messages m JOIN conversations c
+              ON c.id = m.conversation_id
+             WHERE c.contact_id = :contact AND m.direction = 'in') AS last_reply,
+           (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE c.contact_id = :contact AND m.direction = 'out'
+               AND m.idempotency_key LIKE 'followup:%'
+               AND m.content->>'trigger' = ANY(CAST(:attempts AS text[]))
+               AND m.status IN ('sent', 'delivered', 'read', 'queued', 'sending')
+               AND m.created_at > coalesce(
+                   (SELECT max(i.created_at) FROM messages i JOIN conversations ci
+                       ON ci.id = i.conversation_id
+                     WHERE ci.contact_id = :contact AND i.direction = 'in'),
+                   '-infinity')) AS unanswered
+    """
+)
+
+
+async def _why_not(
+    session: AsyncSession, followup: FollowUp, agent: Agent | None, candidate: Candidate
+) -> tuple[str, str] | None:
+    """(status, reason) when the follow-up must not be sent now; None when it may."""
+    if agent is None:
+        return "cancelled", f"agent '{followup.agent}' is no longer configured"
+    contact = await session.get(Contact, candidate.contact_id) if candidate.contact_id else None
+    if contact is not None and contact.opted_out_at is not None:
+        return "cancelled", "the candidate opted out"
+    expect = followup.expect or {}
+    if followup.application_id is not None:
+        application = await session.get(Application, followup.application_id)
+        if application is None:
+            return "cancelled", "the application no longer exists"
+        if "stage" in expect and application.stage != expect["stage"]:
+            return "skipped", f"stale: the stage moved to '{application.stage}'"
+    if followup.interview_id is not None:
+        interview = await session.get(Interview, followup.interview_id)
+        if interview is None or interview.status in ("cancelled", "no_show"):
+            return "skipped", "stale: the interview was cancelled"
+        planned = expect.get("starts_at")
+        if planned and interview.starts_at != datetime.fromisoformat(planned):
+            return "skipped", "stale: the interview moved"
+        if (
+            followup.trigger in ("interview_24h", "interview_1h")
+            and interview.status == "completed"
+        ):
+            return "skipped", "stale: the interview already happened"
+    owner = (
+        await session.execute(
+            text(
+                "SELECT owner FROM conversations WHERE contact_id = :c AND status = 'open' "
+                "ORDER BY id DESC LIMIT 1"
+            ),
+            {"c": candidate.contact_id},
+        )
+    ).scalar_one_or_none()
+    if owner == "human":
+        return "skipped", "a human owns the conversation"
+    if candidate.contact_id is not None:
+        row = (
+            await session.execute(
+                REPLIES_SQL, {"contact": candidate.contact_id, "attempts": ATTEMPTS}
+            )
+        ).one()
+        if (
+            followup.trigger in ANSWER_MOOTS
+            and row.last_reply
+            and row.last_reply > followup.created_at
+        ):
+            return "skipped", "the candidate answered"
+        if row.unanswered >= agent.limits.max_attempts:
+            return "paused", (
+                f"{row.unanswered} messages without an answer "
+                f"(limit {agent.limits.max_attempts}): paused until the candidate writes"
+            )
+    return None
+
+
+async def fire(followup_id: int) -> str:
+    """Run a follow-up's job: re-check, wait for contact hours, or send through the graph."""
+    agents = active_agents()
+    async with session_scope() as session:
+        followup = await session.get(FollowUp, followup_id, with_for_update=True)
+        if followup is None or followup.status != "scheduled":
+            return f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
+        now = clock.now()
+        if followup.due_at > now:  # early (a re-armed job, clock skew): wait again
+            followup.job_id = await defer_in(
+                session,
+                FIRE_TASK,
+                {"followup_id": followup.id},
+                delay=clock.delay_until(followup.due_at),
+            )
+            return f"follow-up {followup_id} not due yet"
+        candidate = await session.get(Candidate, followup.candidate_id)
+        assert candidate is not None
+        agent = agents.get(followup.agent)
+        cid = await conversation_of(session, candidate.id)
+        verdict = await _why_not(session, followup, agent, candidate)
+        if verdict is not None:
+            followup.status, followup.reason = verdict
+            followup.fired_at = now
+            await trace.record(
+                session,
+                conversation_id=cid,
+                kind=f"followup.{verdict[0]}",
+                actor=trace.system("followups"),
+                data={
+                    "followup_id": followup.id,
+                    "trigger": followup.trigger,
+                    "reason": verdict[1],
+                },
+            )
+            return f"follow-up {followup_id} {verdict[0]}: {verdict[1]}"
+        assert agent is not None
+        local = now.astimezone(ZoneInfo(candidate.timezone))
+        opens = next_contact_time(agent, local)
+        if opens != local:  # outside contact hours: wait for the next window
+            followup.due_at = opens.astimezone(now.tzinfo)
+            followup.job_id = await defer_in(
+                session,
+                FIRE_TASK,
+                {"followup_id": followup.id},
+                delay=clock.delay_until(followup.due_at),
+            )
+            await trace.record(
+                session,
+                conversation_id=cid,
+                kind="followup.deferred",
+                actor=trace.system("followups"),
+                data={
+                    "followup_id": followup.id,
+                    "trigger": followup.trigger,
+                    "reason": "outside contact hours in the candidate's time zone",
+                    "candidate_time": local.isoformat(),
+                    "until": opens.isoformat(),
+                },
+            )
+            return f"follow-up {followup_id} deferred to {opens.isoformat()}"
+        followup.fired_at = now
+        if followup.trigger == "interview_unconfirmed":
+            alert = agent.trigger("interview_unconfirmed").alert
+            followup.status = "sent" if alert == "handoff" else "skipped"
+            followup.reason = "the candidate has not confirmed: the team is alerted"
+            await trace.record(
+                session,
+                conversation_id=cid,
+                kind="followup.alert",
+                actor=actor(agent.name),
+                data={"followup_id": followup.id, "interview_id": followup.interview_id},
+            )
+    if followup.trigger == "interview_unconfirmed":
+        if cid is not None and agent.trigger("interview_unconfirmed").alert == "handoff":
+            from traza.conversations.turns import hand_over
+
+            await hand_over(
+                cid,
+                rule="interview-unconfirmed",
+                reason="the candidate has not confirmed tomorrow's interview",
+                created_by=actor(agent.name),
+            )
+        return f"follow-up {followup_id}: team alerted"
+    async with session_scope() as session:
+        followup = await session.get(FollowUp, followup_id, with_for_update=True)
+        assert followup is not None
+        candidate = await session.get(Candidate, followup.candidate_id)
+        assert candidate is not None
+        payload = await _payload(session, followup, agent, candidate)
+        conversation_id = await ensure_conversation(session, agent, candidate)
+    if conversation_id is None:
+        return await _finish(followup_id, "skipped", "no way to reach the candidate")
+    from traza.conversations.turns import run_followup
+
+    message_id = await run_followup(conversation_id, payload)
+    if message_id is None:
+        return await _finish(followup_id, "skipped", "not sent (see the conversation's trace)")
+    return await _finish(followup_id, "sent", None, message_id=message_id)
+
+
+async def _finish(
+    followup_id: int, status: str, reason: str | None, *, message_id: int | None = None
+) -> str:
+    async with session_scope() as session:
+        await session.execute(
+            update(FollowUp)
+            .where(FollowUp.id == followup_id)
+            .values(status=status, reason=reason, message_id=message_id)
+        )
+    return f"follow-up {followup_id} {status}"
+
+
+async def ensure_conversation(
+    session: AsyncSession, agent: Agent, candidate: Candidate
+) -> int | None:
+    """The candidate's open conversation, started on the agent's inbox when there is none."""
+    existing = await conversation_of(session, candidate.id)
+    if existing is not None or candidate.contact_id is None:
+        return existing
+    if agent.inbox:
+        await session.execute(
+            text(
+                "INSERT INTO inboxes (phone_number_id) VALUES (:pn) "
+                "ON CONFLICT (phone_number_id) DO NOTHING"
+            ),
+            {"pn": agent.inbox},
+        )
+    inbox_id = (
+        await session.execute(
+            text(
+                "SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn "
+                "ORDER BY id LIMIT 1"
+            ),
+            {"pn": agent.inbox},
+        )
+    ).scalar_one_or_none()
+    if inbox_id is None:
+        log.warning("agent %s: no WhatsApp inbox to write from", agent.name)
+        return None
+    import uuid
+
+    cid: int = (
+        await session.execute(
+            text(
+                "INSERT INTO conversations (inbox_id, contact_id, thread_id) "
+                "VALUES (:i, :c, :t) ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            {"i": inbox_id, "c": candidate.contact_id, "t": f"wa-{uuid.uuid4().hex}"},
+        )
+    ).scalar_one_or_none() or await conversation_of(session, candidate.id)
+    return cid
+
+
+async def _payload(
+    session: AsyncSession, followup: FollowUp, agent: Agent, candidate: Candidate
+) -> dict[str, Any]:
+    """What the graph's `write_followup` node needs, read once here."""
+    from traza.recruiting.messages import placeholders
+
+    application = (
+        await session.get(Application, followup.application_id) if followup.application_id else None
+    )
+    vacancy = await session.get(Vacancy, application.vacancy_id) if application else None
+    interview = (
+        await session.get(Interview, followup.interview_id) if followup.interview_id else None
+    )
+    return {
+        "id": followup.id,
+        "agent": agent.name,
+        "trigger": followup.trigger,
+        "language": candidate.locale,
+        "values": placeholders(agent, candidate, application, vacancy, interview),
+        "interview_id": interview.id if interview else None,
+        "due_at": followup.due_at.isoformat(),
+        "fired_at": clock.now().isoformat(),
+    }
