@@ -239,3 +239,220 @@ async def test_the_seed_flow_day_1_to_7(
         if e["kind"].startswith("followup.")
     ]
     assert kinds.count("followup.drafted") == 6
+
+
+# --- limits ----------------------------------------------------------------------------
+
+
+async def test_a_message_due_friday_2100_waits_for_monday_0900_in_the_candidates_zone(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    agent_config()
+    mexico = ZoneInfo("America/Mexico_City")
+    frozen.set(datetime(2026, 3, 6, 20, 0, tzinfo=mexico))  # Friday 20:00 in Mexico City
+    await event(
+        client,
+        type="application.created",
+        occurred_at=frozen.now(),
+        candidate=CANDIDATE | {"timezone": "America/Mexico_City"},
+        vacancy=VACANCY,
+        application_id="app-1",
+    )
+    frozen.set(datetime(2026, 3, 6, 21, 0, tzinfo=mexico))  # due: Friday 21:00
+    await fire_timers()
+    assert sent_bodies(graph) == []
+    [first] = [f for f in followups(db) if f["trigger"] == "application_received"]
+    assert first["status"] == "scheduled"
+    assert first["due_at"] == datetime(2026, 3, 9, 9, 0, tzinfo=mexico)  # Monday 09:00
+    deferred = db.execute(
+        "SELECT data FROM trace_events WHERE kind = 'followup.deferred'"
+    ).fetchone()
+    assert deferred["data"]["until"].startswith("2026-03-09T09:00:00-06:00")
+    frozen.set(datetime(2026, 3, 8, 12, 0, tzinfo=mexico))  # Sunday: still waiting
+    await fire_timers()
+    assert sent_bodies(graph) == []
+    frozen.set(datetime(2026, 3, 9, 9, 0, tzinfo=mexico))
+    await fire_timers()
+    assert [b["template"]["name"] for b in sent_bodies(graph)] == ["aplicacion_recibida"]
+
+
+async def test_three_unanswered_attempts_pause_the_agent_until_the_candidate_writes(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    agent_config(**{"no_activity: {after: 3d}": "no_activity: {after: 1h}"})
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)
+    frozen.set(at(1, 11, 30))  # application_received (1) and no_activity (2)
+    await fire_timers()
+    for n, stage in enumerate(("screening", "assessment", "review"), start=1):
+        frozen.set(at(1 + n, 10))
+        await event(client, type="application.stage_changed", application_id="app-1", stage=stage)
+        frozen.set(at(1 + n, 11, 5))
+        await fire_timers()
+    statuses = [(f["trigger"], f["status"]) for f in followups(db)]
+    assert statuses.count(("no_activity", "sent")) == 2  # the 2nd and 3rd attempts
+    assert ("no_activity", "paused") in statuses
+    paused = [f for f in followups(db) if f["status"] == "paused"]
+    assert "3 messages without an answer" in paused[0]["reason"]
+    assert len(sent_bodies(graph)) == 3
+
+    # The candidate answers: the agent may write again.
+    response = await post_webhook(
+        client,
+        wa_payload(
+            messages=[
+                {
+                    "from": WA,
+                    "id": f"wamid.{uuid.uuid4().hex}",
+                    "timestamp": str(int(time.time())),
+                    "type": "text",
+                    "text": {"body": "Sigo interesado, gracias"},
+                }
+            ]
+        ),
+    )
+    assert response.status_code == 200
+    await drain()
+    frozen.set(at(5, 10))
+    await event(client, type="application.stage_changed", application_id="app-1", stage="final")
+    frozen.set(at(5, 11, 5))
+    await fire_timers()
+    assert followups(db)[-1]["status"] == "sent"
+
+
+async def test_stale_follow_ups_are_cancelled_or_skipped(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    agent_config()
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)
+    await event(
+        client,
+        type="interview.scheduled",
+        application_id="app-1",
+        interview_id="int-1",
+        starts_at=at(4, 11).isoformat(),
+        video_link="https://meet.example.com/a",
+    )
+    # The interview moves: the reminders planned for the old time are cancelled.
+    await event(
+        client,
+        type="interview.rescheduled",
+        application_id="app-1",
+        interview_id="int-1",
+        starts_at=at(4, 16).isoformat(),
+    )
+    reminders = [f for f in followups(db) if f["trigger"] == "interview_1h"]
+    assert [(f["status"], f["due_at"]) for f in reminders] == [
+        ("cancelled", at(4, 10)),
+        ("scheduled", at(4, 15)),
+    ]
+    # A human takes the conversation over: the agent's follow-up is skipped when it fires.
+    frozen.set(at(1, 11))
+    await fire_timers()  # the confirmation opens the conversation
+    cid = db.execute("SELECT id FROM conversations").fetchone()["id"]
+    taken = await client.post(f"/conversations/{cid}/takeover", headers=ADMIN)
+    assert taken.status_code == 200, taken.text
+    frozen.set(at(3, 16))  # 24 h before the new time
+    await fire_timers()
+    skipped = [f for f in followups(db) if f["trigger"] == "interview_24h"]
+    assert skipped[-1]["status"] == "skipped"
+    assert skipped[-1]["reason"] == "a human owns the conversation"
+    bot_messages = db.execute(
+        "SELECT count(*) AS n FROM messages WHERE direction = 'out' AND actor LIKE 'bot:%' "
+        "AND created_at > (SELECT min(created_at) FROM handoffs)"
+    ).fetchone()
+    assert bot_messages["n"] == 0
+
+
+async def test_opt_out_cancels_every_planned_follow_up_when_it_fires(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    agent_config()
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)
+    frozen.set(at(1, 11))
+    await fire_timers()
+    response = await post_webhook(
+        client,
+        wa_payload(
+            messages=[
+                {
+                    "from": WA,
+                    "id": f"wamid.{uuid.uuid4().hex}",
+                    "timestamp": str(int(time.time())),
+                    "type": "text",
+                    "text": {"body": "baja"},
+                }
+            ]
+        ),
+    )
+    assert response.status_code == 200
+    await drain()
+    frozen.set(at(4, 10))
+    await fire_timers()
+    last = followups(db)[-1]
+    assert (last["trigger"], last["status"], last["reason"]) == (
+        "no_activity",
+        "cancelled",
+        "the candidate opted out",
+    )
+    assert sent_bodies(graph)[-1]["type"] == "text"  # the one opt-out confirmation
+
+
+async def test_a_template_that_breaks_a_limit_is_blocked_and_goes_to_a_human(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    agent_config(
+        **{
+            "Hola {nombre}, recibimos tu aplicación para {vacante}.": (
+                "Hola {nombre}, el salario es de 3.500 € al mes y empiezas el 1 de abril."
+            )
+        }
+    )
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)
+    frozen.set(at(1, 11))
+    await fire_timers()
+    [first] = [f for f in followups(db) if f["trigger"] == "application_received"]
+    assert first["status"] == "skipped"
+    verdict = db.execute(
+        "SELECT data FROM trace_events WHERE kind = 'guardrail.verdict'"
+    ).fetchone()
+    assert verdict["data"]["allowed"] is False
+    assert "3.500" not in json.dumps([b for b in sent_bodies(graph)])
+    assert db.execute("SELECT count(*) AS n FROM handoffs").fetchone()["n"] == 1
+
+
+async def test_events_are_idempotent_and_bad_ones_are_refused(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock
+) -> None:
+    agent_config()
+    body = {
+        "id": "evt-1",
+        "type": "application.created",
+        "candidate": CANDIDATE,
+        "vacancy": VACANCY,
+        "application_id": "app-1",
+    }
+    assert (await event(client, **body))["status"] == "applied"
+    assert (await event(client, **body))["status"] == "duplicate"
+    assert db.execute("SELECT count(*) AS n FROM applications").fetchone()["n"] == 1
+    assert db.execute("SELECT count(*) AS n FROM followups").fetchone()["n"] == 2
+    headers = {**ADMIN, "content-type": "application/json"}
+    bad = await client.post(
+        "/recruiting/events",
+        json={
+            "id": "evt-2",
+            "type": "application.stage_changed",
+            "application_id": "nope",
+            "stage": "x",
+        },
+        headers=headers,
+    )
+    assert bad.status_code == 422 and "unknown application 'nope'" in bad.text
+    wrong = await client.post(
+        "/recruiting/events", json={"id": "evt-3", "type": "party.started"}, headers=headers
+    )
+    assert wrong.status_code == 422
+    assert (await client.post("/recruiting/events", json=body)).status_code == 401

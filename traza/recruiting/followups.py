@@ -148,7 +148,7 @@ REPLIES_SQL = text(
              WHERE c.contact_id = :contact AND m.direction = 'out'
                AND m.idempotency_key LIKE 'followup:%'
                AND m.content->>'trigger' = ANY(CAST(:attempts AS text[]))
-               AND m.status IN ('sent', 'delivered', 'read', 'queued', 'sending')
+               AND m.status NOT IN ('failed', 'skipped', 'template_required')
                AND m.created_at > coalesce(
                    (SELECT max(i.created_at) FROM messages i JOIN conversations ci
                        ON ci.id = i.conversation_id
