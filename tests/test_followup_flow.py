@@ -420,7 +420,7 @@ async def test_a_template_that_breaks_a_limit_is_blocked_and_goes_to_a_human(
         "SELECT data FROM trace_events WHERE kind = 'guardrail.verdict'"
     ).fetchone()
     assert verdict["data"]["allowed"] is False
-    assert "3.500" not in json.dumps([b for b in sent_bodies(graph)])
+    assert "3.500" not in json.dumps(sent_bodies(graph))
     assert db.execute("SELECT count(*) AS n FROM handoffs").fetchone()["n"] == 1
 
 
