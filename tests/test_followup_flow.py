@@ -240,6 +240,14 @@ async def test_the_seed_flow_day_1_to_7(
     ]
     assert kinds.count("followup.drafted") == 6
 
+    # The seed's "Monitorear Agente" figures.
+    figures = (await client.get("/recruiting/agents/seguimiento", headers=ADMIN)).json()
+    assert figures["messages_sent"] == 6
+    assert figures["answer_rate"] == round(100 * 4 / 6, 1)  # the button answered the first 4
+    assert figures["escalations"] == 0 and figures["paused"] == 0
+    assert figures["recent_activity"][0]["trigger"] == "post_interview"
+    assert figures["recent_activity"][0]["candidate"] == "María García"
+
 
 # --- limits ----------------------------------------------------------------------------
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import OperatorDep
 from traza.db.engine import session_scope
-from traza.recruiting import events
+from traza.recruiting import events, stats
+from traza.recruiting.agents import active_agents
 
 router = APIRouter(prefix="/recruiting", tags=["recruiting"])
 
@@ -34,3 +37,25 @@ async def post_event(body: events.EventIn, operator: OperatorDep) -> EventResult
         detail = str(exc.orig).splitlines()[0] if exc.orig else "conflicts with stored data"
         raise HTTPException(status.HTTP_409_CONFLICT, detail=detail) from None
     return EventResult(id=body.id, status=outcome)
+
+
+@router.get("/agents")
+async def list_agents(operator: OperatorDep) -> list[dict[str, Any]]:
+    """The configured follow-up agents with their figures."""
+    async with session_scope() as session:
+        return [
+            {"name": name, "objective": agent.objective, "tone": agent.tone}
+            | await stats.agent_stats(session, name, limit=0)
+            for name, agent in sorted(active_agents().items())
+        ]
+
+
+@router.get("/agents/{name}")
+async def agent_detail(name: str, operator: OperatorDep) -> dict[str, Any]:
+    """One agent: figures, recent activity and escalated cases (seed: "Monitorear Agente")."""
+    agent = active_agents().get(name)
+    if agent is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent '{name}'")
+    async with session_scope() as session:
+        figures = await stats.agent_stats(session, name)
+    return {"name": name, "objective": agent.objective, "channels": agent.channels} | figures

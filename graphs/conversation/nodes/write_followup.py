@@ -16,6 +16,7 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
+from traza.decisions import llm
 from traza.recruiting.agents import active_agents
 from traza.recruiting.messages import render, template_params
 
@@ -71,6 +72,26 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
             }
             if template.buttons and interview:
                 content["button_payloads"] = payloads[: len(template.buttons)]
+    llm_error = None
+    model = llm.chat_model(runtime.context.llm_model) if runtime.context.use_llm else None
+    if draft is not None and kind != "template" and model is not None and agent is not None:
+        # Inside the window the model may personalise within the template's intent; an
+        # approved template (outside it) is sent exactly as approved.
+        try:
+            draft["text"] = await llm.write_reply(
+                model,
+                recent=state.get("recent") or [],
+                intent=f"proactive follow-up ({followup['trigger']}): {agent.objective}",
+                language=followup["language"],
+                template=draft["text"],
+                name=(followup.get("values") or {}).get("nombre"),
+                company=agent.context.company,
+                tone=agent.tone,
+            )
+            draft["content"]["body"] = draft["text"]
+            draft["source"] = f"llm:followup:{followup['trigger']}"
+        except llm.LLMError as exc:
+            llm_error = str(exc)
     if draft is not None:
         draft["kind"] = kind
     await record_step(
@@ -85,7 +106,10 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
             "due_at": followup.get("due_at"),
             "fired_at": followup.get("fired_at"),
             "error": None if draft else "no template for this trigger and language",
+            "llm_error": llm_error,
+            "source": draft["source"] if draft else None,
         },
         started=started,
+        llm=model is not None,
     )
     return {"draft": draft, "decision": decision, "guardrail": None}
