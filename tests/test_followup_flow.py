@@ -8,7 +8,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,7 +35,7 @@ WA = "5215550001111"
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:
     """Day 1 is Monday 2026-03-02 (Madrid time)."""
-    return datetime(2026, 3, 1 + day, hour, minute, tzinfo=MAD)
+    return datetime(2026, 3, 1, hour, minute, tzinfo=MAD) + timedelta(days=day)
 
 
 def agent_config(**overrides: str) -> Path:
@@ -464,3 +464,32 @@ async def test_events_are_idempotent_and_bad_ones_are_refused(
     )
     assert wrong.status_code == 422
     assert (await client.post("/recruiting/events", json=body)).status_code == 401
+
+
+async def test_inactive_candidates_are_invited_back_once_per_period(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
+) -> None:
+    from traza.recruiting.followups import plan_reactivations
+
+    agent_config(**{"reactivation: {enabled: false, after: 90d}": "reactivation: {after: 30d}"})
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)
+    await event(
+        client,
+        type="application.stage_changed",
+        application_id="app-1",
+        stage="rejected",
+        occurred_at=at(1, 12).isoformat(),
+    )
+    frozen.set(at(20, 10))
+    assert await plan_reactivations() == 0  # 19 days: not inactive yet
+    frozen.set(at(40, 10))
+    assert await plan_reactivations() == 1
+    assert await plan_reactivations() == 0  # once per period
+    await fire_timers()
+    invitation = sent_bodies(graph)[-1]
+    assert invitation["template"]["name"] == "reactivacion"
+    assert [p["text"] for p in invitation["template"]["components"][0]["parameters"]] == [
+        "María",
+        "Desarrolladora Backend",
+    ]

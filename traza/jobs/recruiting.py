@@ -17,3 +17,12 @@ log = logging.getLogger(__name__)
 async def fire_followup(context: JobContext, followup_id: int) -> None:
     """A follow-up's due time: re-check, then send (or record why not)."""
     log.info(await followups.fire(followup_id))
+
+
+@app.periodic(cron="*/15 * * * *", periodic_id="reactivations")
+@app.task(name="plan_reactivations", queue=OPS_QUEUE, queueing_lock="reactivations")
+async def reactivations(timestamp: int) -> None:
+    """Invite inactive candidates back (agents with `reactivation` enabled)."""
+    planned = await followups.plan_reactivations()
+    if planned:
+        log.info("planned %d reactivation(s)", planned)

@@ -166,7 +166,10 @@ class Agent(_Strict):
     def _fill_triggers(self) -> Agent:
         merged = {
             name: TriggerConfig.model_validate(
-                DEFAULT_TRIGGERS[name] | self.triggers[name].model_dump(exclude_unset=True)
+                # A trigger named in the file is on unless it says `enabled: false`.
+                DEFAULT_TRIGGERS[name]
+                | {"enabled": True}
+                | self.triggers[name].model_dump(exclude_unset=True)
                 if name in self.triggers
                 else DEFAULT_TRIGGERS[name]
             )

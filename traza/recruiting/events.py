@@ -131,7 +131,9 @@ async def upsert_candidate(session: AsyncSession, data: CandidateIn) -> Candidat
     if candidate is None:
         if data.name is None:
             raise EventError("a new candidate needs a 'name'")
-        candidate = Candidate(external_id=data.external_id, name=data.name, profile={})
+        candidate = Candidate(
+            external_id=data.external_id, name=data.name, profile={}, created_at=clock.now()
+        )
         session.add(candidate)
     for key, value in values.items():
         setattr(candidate, key, value)

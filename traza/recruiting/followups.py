@@ -381,6 +381,10 @@ async def _payload(
         await session.get(Application, followup.application_id) if followup.application_id else None
     )
     vacancy = await session.get(Vacancy, application.vacancy_id) if application else None
+    if vacancy is None and followup.trigger == "reactivation":  # invite to the newest vacancy
+        vacancy = await session.scalar(
+            select(Vacancy).where(Vacancy.status == "open").order_by(Vacancy.id.desc()).limit(1)
+        )
     interview = (
         await session.get(Interview, followup.interview_id) if followup.interview_id else None
     )
@@ -394,3 +398,58 @@ async def _payload(
         "due_at": followup.due_at.isoformat(),
         "fired_at": clock.now().isoformat(),
     }
+
+
+# Candidates the agent has not heard from or written to for `after`, with no reactivation
+# in that period: invite them back (to the newest open vacancy, when there is one).
+INACTIVE_SQL = text(
+    """
+    SELECT k.id FROM candidates k
+      JOIN contacts ct ON ct.id = k.contact_id
+     WHERE ct.opted_out_at IS NULL AND k.consent_at IS NOT NULL
+       AND greatest(
+             k.created_at,
+             (SELECT max(f.fired_at) FROM followups f WHERE f.candidate_id = k.id),
+             (SELECT max(a.stage_changed_at) FROM applications a WHERE a.candidate_id = k.id),
+             (SELECT max(m.created_at) FROM messages m JOIN conversations c
+                 ON c.id = m.conversation_id
+               WHERE c.contact_id = k.contact_id AND m.direction = 'in')
+           ) < :cutoff
+       AND NOT EXISTS (SELECT 1 FROM applications a
+                        WHERE a.candidate_id = k.id AND a.stage = 'hired')
+     ORDER BY k.id
+     LIMIT :batch
+    """
+)
+
+
+async def plan_reactivations(batch: int = 1000) -> int:
+    """Plan a reactivation for inactive candidates of every agent that has it enabled."""
+    planned = 0
+    now = clock.now()
+    for agent in active_agents().values():
+        config = agent.trigger("reactivation")
+        if not config.enabled or config.after is None:
+            continue
+        period = int(now.timestamp() // config.after.total_seconds())
+        async with session_scope() as session:
+            ids: Any = (
+                await session.execute(
+                    INACTIVE_SQL,
+                    {
+                        "cutoff": now - config.after,
+                        "batch": batch,
+                    },
+                )
+            ).scalars()
+            for candidate_id in list(ids):
+                if await schedule(
+                    session,
+                    agent=agent,
+                    trigger="reactivation",
+                    key=f"reactivation:{candidate_id}:{period}",
+                    candidate_id=candidate_id,
+                    due_at=now,
+                ):
+                    planned += 1
+    return planned
