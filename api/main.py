@@ -12,7 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import agents, conversations, handoffs, health, recruiting, rules, webhooks
+from api.routes import (
+    agents,
+    calendar,
+    conversations,
+    handoffs,
+    health,
+    recruiting,
+    rules,
+    webhooks,
+)
 from traza import __version__
 from traza.db.engine import dispose_engine
 from traza.jobs.app import app as jobs
@@ -87,7 +96,8 @@ def create_app(*, worker: bool = False) -> FastAPI:
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
-    for module in (webhooks, conversations, handoffs, agents, rules, recruiting, health):
+    modules = (webhooks, conversations, handoffs, agents, rules, recruiting, calendar, health)
+    for module in modules:
         app.include_router(module.router)
     return app
 

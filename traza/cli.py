@@ -87,9 +87,14 @@ def _rules_ready(dsn: str) -> None:
     """Refuse to start on an invalid rules file, naming each problem's line."""
     import psycopg
 
+    from traza.recruiting.agents import load_agents
     from traza.rules import active
     from traza.rules.loader import RulesError, load_file
 
+    try:
+        load_agents()
+    except RulesError as exc:
+        _fail(f"the follow-up agents are invalid, traza will not start:\n{exc}")
     path = active.rules_file()
     if path is None:
         return

@@ -188,7 +188,7 @@ def rules_check(
         bool, typer.Option("--offline", help="Skip the check of team names in the database.")
     ] = False,
 ) -> None:
-    """Validate a rules file; print each problem with its line, or its version."""
+    """Validate a rules file (and the follow-up agents); print each problem with its line."""
     from traza.rules import active
     from traza.rules.loader import RulesError, defaults, load_file
 
@@ -207,6 +207,16 @@ def rules_check(
         for problem in exc.problems:
             typer.secho(str(problem), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+    from traza.recruiting.agents import load_agents
+
+    try:
+        agents = load_agents()
+    except RulesError as exc:
+        for problem in exc.problems:
+            typer.secho(str(problem), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if agents:
+        typer.echo(f"follow-up agents: valid — {', '.join(sorted(agents))}")
     r = loaded.rules
     typer.echo(
         f"{loaded.source}: valid, version {loaded.version} — {len(r.routing)} routing rules, "

@@ -379,9 +379,21 @@ async def _interview(
     await followups.cancel(
         session, "an interview is planned", triggers=("no_activity",), application_id=application.id
     )
-    agent = agent_for(application, agents)
+    await plan_interview_reminders(session, application, interview, at, agents)
+
+
+async def plan_interview_reminders(
+    session: AsyncSession,
+    application: Application,
+    interview: Interview,
+    at: datetime,
+    agents: dict[str, Agent] | None = None,
+) -> None:
+    """Plan the 24 h confirmation, the unconfirmed alert and the 1 h reminder."""
+    agent = agent_for(application, active_agents() if agents is None else agents)
     if agent is None:
         return
+    starts = interview.starts_at
     for trigger in ("interview_24h", "interview_unconfirmed", "interview_1h"):
         before = agent.trigger(trigger).before
         if before is None or starts - before <= at:
@@ -390,7 +402,7 @@ async def _interview(
             session,
             agent=agent,
             trigger=trigger,
-            key=f"{trigger}:{interview.id}:{starts.isoformat()}",
+            key=f"{trigger}:{interview.id}:{interview.sequence}",
             candidate_id=application.candidate_id,
             application_id=application.id,
             interview_id=interview.id,
@@ -405,6 +417,7 @@ async def _interview_cancelled(
     interview = await _interview_row(session, event)
     interview.status = "cancelled"
     interview.sequence += 1
+    interview.updated_at = clock.now()
     await followups.cancel(session, "the interview was cancelled", interview_id=interview.id)
 
 
