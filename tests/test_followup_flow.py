@@ -493,3 +493,73 @@ async def test_inactive_candidates_are_invited_back_once_per_period(
         "María",
         "Desarrolladora Backend",
     ]
+
+
+async def test_the_model_cannot_read_another_candidates_data_through_the_tools(
+    client: httpx.AsyncClient, db: Any, frozen: FrozenClock
+) -> None:
+    from tests.conftest import say
+    from tests.fakes.servers import OpenAICompatible
+
+    agent_config()
+    frozen.set(at(1, 10))
+    await apply_for_job(client, frozen)  # María: application app-1
+    await event(
+        client,
+        type="application.created",
+        candidate=CANDIDATE
+        | {
+            "external_id": "cand-2",
+            "name": "Pedro López",
+            "wa_id": "5215550002222",
+            "email": "pedro@example.com",
+        },
+        vacancy={"external_id": "vac-2", "title": "Jefe de Almacén"},
+        application_id="app-2",
+    )
+    other = db.execute(
+        "SELECT a.id FROM applications a JOIN candidates k ON k.id = a.candidate_id "
+        "WHERE k.name = 'Pedro López'"
+    ).fetchone()["id"]
+    own = db.execute("SELECT id FROM applications WHERE external_id = 'app-1'").fetchone()["id"]
+    model = OpenAICompatible(
+        classification={
+            "intent": "application_status",
+            "language": "es",
+            "frustration": False,
+            "wants_human": False,
+            "opt_out": False,
+            "confidence": 0.9,
+        },
+        tool_calls=[
+            ("application_status", {"application_id": other}),
+            ("application_status", {"application_id": own, "candidate_id": 2}),
+            ("application_status", {"application_id": own}),
+        ],
+        reply="Tu aplicación sigue en revisión.",
+    )
+    async with LocalServer(model.app()) as server:
+        configure(
+            OPENAI_BASE_URL=server.url + "/v1",
+            OPENAI_API_KEY="test",
+            TRAZA_LLM_MODEL="fake-model",
+            TRAZA_LLM_TIMEOUT="5",
+        )
+        await say(client, "¿Cómo va mi aplicación?", wa_id=WA)
+    rounds = [
+        r
+        for r in model.requests
+        if "application_status" in [t["function"]["name"] for t in r.get("tools") or []]
+    ]
+    assert len(rounds) == 4  # three tool calls, then the reply
+    # Each round's request carries the earlier tool results: take the last one's.
+    last = [m["content"] for m in rounds[-1]["messages"] if m.get("role") == "tool"]
+    assert len(last) == 3
+    refused, forged, allowed = (json.loads(c) for c in last)
+    assert "error" in refused and "Pedro" not in last[0] and "Almacén" not in last[0]
+    assert "error" in forged  # a candidate_id argument is not part of the tool
+    assert "Desarrolladora Backend" in last[2] and "Pedro" not in last[2]
+    sent = db.execute(
+        "SELECT text FROM messages WHERE direction = 'out' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert sent["text"] == "Tu aplicación sigue en revisión."

@@ -34,6 +34,7 @@ class ConversationState(TypedDict, total=False):
     conversation_id: int
     contact_name: str | None
     contact_wa_id: str | None
+    candidate_id: int | None
     inbox: str | None
     language: str
     owner: str

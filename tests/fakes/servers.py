@@ -129,6 +129,8 @@ class OpenAICompatible:
     )
     judge: dict[str, Any] = field(default_factory=lambda: {"allowed": True, "reason": ""})
     reply: str = "¡Hola! Soy el asistente del modelo."
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Calls to the graph's tools the model makes, one per request, before replying."""
     delay: float = 0.0
     fail_status: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -150,6 +152,20 @@ class OpenAICompatible:
             if "ClassificationOutput" in names or "JudgeOutput" in names:
                 name = "ClassificationOutput" if "ClassificationOutput" in names else "JudgeOutput"
                 args = self.classification if name == "ClassificationOutput" else self.judge
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"call_{uuid.uuid4().hex[:8]}",
+                            "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(args)},
+                        }
+                    ],
+                }
+                finish = "tool_calls"
+            elif names and self.tool_calls:
+                name, args = self.tool_calls.pop(0)
                 message = {
                     "role": "assistant",
                     "content": None,

@@ -7,17 +7,26 @@ Every call is bounded by `TRAZA_LLM_TIMEOUT`; callers fall back to the offline p
 from __future__ import annotations
 
 import asyncio
+import json
 from functools import lru_cache
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from pydantic import BaseModel, Field, SecretStr
 
 import prompts
 from traza.decisions.classifier import INTENTS, Classification, Intent
 from traza.decisions.guardrails import Verdict
 from traza.settings import get_settings
+
+MAX_TOOL_ROUNDS = 3
 
 
 class LLMError(RuntimeError):
@@ -128,7 +137,19 @@ async def write_reply(
         template=template,
     )
     runnable: Any = model.bind_tools(tools) if tools else model
-    out = await _bounded(runnable.ainvoke([SystemMessage(system), *_history(recent)]))
+    by_name = {t.name: t for t in tools or []}
+    messages: list[BaseMessage] = [SystemMessage(system), *_history(recent)]
+    out = await _bounded(runnable.ainvoke(messages))
+    for _ in range(MAX_TOOL_ROUNDS):  # the model may look things up before it answers
+        calls = getattr(out, "tool_calls", None) or []
+        if not calls:
+            break
+        messages.append(out)
+        for call in calls:
+            tool = by_name.get(call["name"])
+            result = await tool.ainvoke(call["args"]) if tool else {"error": "no such tool"}
+            messages.append(ToolMessage(json.dumps(result, default=str), tool_call_id=call["id"]))
+        out = await _bounded(runnable.ainvoke(messages))
     text = out.content if isinstance(out.content, str) else ""
     if not text.strip():
         raise LLMError("model returned an empty reply")

@@ -24,6 +24,7 @@ CONTEXT_SQL = text(
     """
     SELECT c.id, c.owner, c.last_inbound_at, ct.profile_name, ct.locale, ct.opted_out_at,
            ct.wa_id, (SELECT i.phone_number_id FROM inboxes i WHERE i.id = c.inbox_id) AS inbox,
+           (SELECT k.id FROM candidates k WHERE k.contact_id = c.contact_id) AS candidate_id,
            (SELECT h.id FROM handoffs h
              WHERE h.conversation_id = c.id
                AND h.status IN ('open', 'assigned', 'accepted')) AS handoff_id,
@@ -89,6 +90,7 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
         "conversation_id": row.id,
         "contact_name": row.profile_name,
         "contact_wa_id": row.wa_id,
+        "candidate_id": row.candidate_id,
         "inbox": row.inbox,
         "language": row.locale or state.get("language") or "es",
         "owner": row.owner,

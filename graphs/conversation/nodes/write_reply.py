@@ -11,6 +11,7 @@ import prompts
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
+from tools import tools_for
 from traza import trace
 from traza.decisions import llm
 
@@ -25,6 +26,10 @@ async def write_reply(state: ConversationState, runtime: Runtime[Context]) -> di
     data: dict[str, Any] = {"template": intent, "language": language}
     model = llm.chat_model(runtime.context.llm_model) if runtime.context.use_llm else None
     if model is not None:
+        # The conversation's candidate's read-only tools (bound to them, never chosen by the
+        # model); booking and other changes go through their own nodes.
+        candidate_id = state.get("candidate_id")
+        tools = tools_for(candidate_id, read_only=True) if candidate_id else None
         try:
             text = await llm.write_reply(
                 model,
@@ -34,6 +39,7 @@ async def write_reply(state: ConversationState, runtime: Runtime[Context]) -> di
                 template=template,
                 name=state.get("contact_name"),
                 company=runtime.context.company,
+                tools=tools,
             )
             draft = {"kind": "text", "text": text, "source": "llm"}
         except llm.LLMError as exc:
