@@ -19,6 +19,7 @@ from api.routes import (
     handoffs,
     health,
     recruiting,
+    replay,
     rules,
     webhooks,
 )
@@ -96,7 +97,17 @@ def create_app(*, worker: bool = False) -> FastAPI:
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
-    modules = (webhooks, conversations, handoffs, agents, rules, recruiting, calendar, health)
+    modules = (
+        webhooks,
+        conversations,
+        replay,
+        handoffs,
+        agents,
+        rules,
+        recruiting,
+        calendar,
+        health,
+    )
     for module in modules:
         app.include_router(module.router)
     return app

@@ -30,6 +30,13 @@ def _add_operations() -> None:
     cli.add_typer(rules_cli, name="rules")
 
 
+def _add_replay() -> None:
+    from traza.cli_replay import checkpoints_cli, replay
+
+    cli.command("replay")(replay)
+    cli.add_typer(checkpoints_cli, name="checkpoints")
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -362,6 +369,7 @@ def main() -> None:
 
 
 _add_operations()
+_add_replay()
 
 if __name__ == "__main__":
     main()

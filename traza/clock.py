@@ -7,6 +7,9 @@ clock into a real delay; a timer that fires early re-checks and waits again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -57,9 +60,24 @@ def use(clock: Clock) -> None:
     _clock = clock
 
 
+# A replay reads each turn at the time it happened without moving the process's clock
+# (other requests in the same process keep the real time).
+_scoped: ContextVar[Clock | None] = ContextVar("traza_scoped_clock", default=None)
+
+
+@contextmanager
+def scoped(clock: Clock) -> Iterator[None]:
+    """Use `clock` for the code running in this block (this task only)."""
+    token = _scoped.set(clock)
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
 def now() -> datetime:
-    """The current instant on the process's clock."""
-    return _clock.now()
+    """The current instant on this task's clock (the process's, unless scoped)."""
+    return (_scoped.get() or _clock).now()
 
 
 def delay_until(at: datetime) -> float:

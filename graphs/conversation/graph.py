@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph.graph import END, START, StateGraph
 
 import prompts
@@ -29,29 +31,44 @@ from graphs.conversation.routing import (
 )
 from graphs.conversation.state import ConversationState, TurnInput
 
-builder = StateGraph(ConversationState, context_schema=Context, input_schema=TurnInput)
-builder.add_node(load_context)
-builder.add_node(classify)
-builder.add_node(decide_route)
-builder.add_node(write_reply)
-builder.add_node(check_guardrails)
-builder.add_node(send_reply)
-builder.add_node(hand_off_to_human)
-builder.add_node(wait_for_human)
-builder.add_node(run_system_action)
-builder.add_node(write_followup)
+NODES: dict[str, Any] = {
+    "load_context": load_context,
+    "classify": classify,
+    "decide_route": decide_route,
+    "write_reply": write_reply,
+    "check_guardrails": check_guardrails,
+    "send_reply": send_reply,
+    "hand_off_to_human": hand_off_to_human,
+    "wait_for_human": wait_for_human,
+    "run_system_action": run_system_action,
+    "write_followup": write_followup,
+}
+"""The nodes by name; the nodes that act on the world are the ones a replay swaps out."""
 
-builder.add_edge(START, "load_context")
-builder.add_conditional_edges("load_context", route_after_load_context)
-builder.add_edge("classify", "decide_route")
-builder.add_conditional_edges("decide_route", route_after_decide_route)
-builder.add_edge("write_reply", "check_guardrails")
-builder.add_conditional_edges("check_guardrails", route_after_check_guardrails)
-builder.add_edge("send_reply", END)
-builder.add_edge("hand_off_to_human", "wait_for_human")
-builder.add_conditional_edges("wait_for_human", route_after_wait_for_human)
-builder.add_edge("run_system_action", END)
-builder.add_conditional_edges("write_followup", route_after_write_followup)
+
+def build(**replace: Any) -> StateGraph[Any, Any, Any, Any]:
+    """The graph's topology, with some nodes replaced (`traza replay` swaps the effects)."""
+    unknown = set(replace) - set(NODES)
+    if unknown:
+        raise ValueError(f"no such nodes: {sorted(unknown)}")
+    g = StateGraph(ConversationState, context_schema=Context, input_schema=TurnInput)
+    for name, node in NODES.items():
+        g.add_node(name, replace.get(name, node))
+    g.add_edge(START, "load_context")
+    g.add_conditional_edges("load_context", route_after_load_context)
+    g.add_edge("classify", "decide_route")
+    g.add_conditional_edges("decide_route", route_after_decide_route)
+    g.add_edge("write_reply", "check_guardrails")
+    g.add_conditional_edges("check_guardrails", route_after_check_guardrails)
+    g.add_edge("send_reply", END)
+    g.add_edge("hand_off_to_human", "wait_for_human")
+    g.add_conditional_edges("wait_for_human", route_after_wait_for_human)
+    g.add_edge("run_system_action", END)
+    g.add_conditional_edges("write_followup", route_after_write_followup)
+    return g
+
+
+builder = build()
 
 graph = builder.compile(name="conversation")
 

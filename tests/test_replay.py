@@ -1,0 +1,228 @@
+"""Replay: today's graph over past messages, side by side, with nothing sent or written."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import ADMIN, add_agent, add_team, configure, say, traza_cli, use_rules
+from tests.fakes.servers import GraphAPI, LocalServer
+
+WA = "5215550001111"
+SALARY_TO_SALES = """\
+routing:
+  - name: salary-sales
+    when: {intents: [salary]}
+    team: sales
+    reason: salary question
+"""
+GREETINGS_TO_SALES = """\
+  - name: greetings-sales
+    when: {keywords: [hola]}
+    team: sales
+    reason: greetings go to sales
+"""
+COUNTED = (
+    "messages",
+    "trace_events",
+    "handoffs",
+    "checkpoints",
+    "checkpoint_writes",
+    "procrastinate_jobs",
+    "contacts",
+    "conversations",
+)
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[GraphAPI]:
+    api = GraphAPI()
+    async with LocalServer(api.app()) as server:
+        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
+        yield api
+
+
+def counts(db: psycopg.Connection[Any]) -> dict[str, int]:
+    out = {}
+    for table in COUNTED:
+        row = db.execute(f"SELECT count(*) AS n FROM {table}").fetchone()  # noqa: S608
+        assert row is not None
+        out[table] = row["n"]
+    return out
+
+
+def snapshot(db: psycopg.Connection[Any]) -> list[Any]:
+    return db.execute(
+        "SELECT c.owner, c.team, ct.opted_out_at, "
+        "(SELECT max(id) FROM trace_events), (SELECT max(id) FROM messages) "
+        "FROM conversations c JOIN contacts ct ON ct.id = c.contact_id ORDER BY c.id"
+    ).fetchall()
+
+
+async def conversation_id(client: httpx.AsyncClient) -> int:
+    response = await client.get("/conversations", params={"wa_id": WA}, headers=ADMIN)
+    [conversation] = response.json()
+    return int(conversation["id"])
+
+
+async def test_replay_with_unchanged_rules_reproduces_every_decision(
+    client: httpx.AsyncClient, graph: GraphAPI, db: psycopg.Connection[Any]
+) -> None:
+    await say(client, "Hola, buenos días")
+    await say(client, "¿Cuál es el horario de atención?")
+    cid = await conversation_id(client)
+    before, sent = counts(db), len(graph.requests)
+
+    response = await client.post(f"/conversations/{cid}/replay", headers=ADMIN)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert [t["differs"] for t in result["turns"]] == [[], []]
+    first = result["turns"][0]
+    assert first["recorded"]["intent"] == first["replayed"]["intent"] == "greeting"
+    assert first["replayed"]["reply"] and first["replayed"]["reply"] == first["recorded"]["reply"]
+    assert first["replayed"]["route"]["route"] == "bot"
+    assert counts(db) == before and len(graph.requests) == sent
+
+
+async def test_a_rules_change_shows_as_a_difference_and_nothing_is_sent_or_changed(
+    client: httpx.AsyncClient, graph: GraphAPI, db: psycopg.Connection[Any]
+) -> None:
+    await add_team(client, "sales")
+    await say(client, "Hola")
+    await say(client, "¿Cuánto pagan en este puesto?")
+    cid = await conversation_id(client)
+    recorded = db.execute(
+        "SELECT data FROM trace_events WHERE conversation_id = %s AND kind = 'routing.decision' "
+        "ORDER BY id",
+        (cid,),
+    ).fetchall()
+    assert [r["data"]["route"] for r in recorded] == ["bot", "human"]
+    before, sent, state = counts(db), len(graph.requests), snapshot(db)
+
+    # The planted change: greetings and salary questions now go to the sales team.
+    use_rules(SALARY_TO_SALES + GREETINGS_TO_SALES)
+    response = await client.post(f"/conversations/{cid}/replay", headers=ADMIN)
+
+    assert response.status_code == 200, response.text
+    first, second = response.json()["turns"]
+    assert first["differs"] == ["route", "guardrail", "reply"]
+    assert first["recorded"]["guardrail"] == {"allowed": True, "policies": []}
+    assert first["replayed"]["guardrail"] is None  # no reply, nothing to check
+    assert first["recorded"]["route"]["route"] == "bot" and first["recorded"]["reply"]
+    assert first["replayed"]["route"] == {
+        "route": "human",
+        "rule": "greetings-sales",
+        "team": "sales",
+        "action": None,
+    }
+    assert first["replayed"]["reply"] is None
+    assert first["replayed"]["handoff"] == {"rule": "greetings-sales", "team": "sales"}
+    assert second["differs"] == ["route"]
+    assert second["recorded"]["route"]["rule"] == "negotiation"
+    assert second["replayed"]["route"]["rule"] == "salary-sales"
+    # Nothing was sent, and nothing in the live conversation moved.
+    assert len(graph.requests) == sent
+    assert counts(db) == before and snapshot(db) == state
+
+
+async def test_replay_cli_prints_the_difference_and_fails(
+    client: httpx.AsyncClient, graph: GraphAPI, db: psycopg.Connection[Any]
+) -> None:
+    await add_team(client, "sales")
+    await say(client, "¿Cuánto pagan?")
+    cid = await conversation_id(client)
+    folder = use_rules(SALARY_TO_SALES).parent
+    env = {**os.environ, "TRAZA_CONFIG_DIR": str(folder)}
+    before = counts(db)
+
+    same = traza_cli("replay", str(cid), "--json", env={**env, "TRAZA_CONFIG_DIR": ""})
+    changed = traza_cli("replay", str(cid), env=env)
+    many = traza_cli("replay", "--all", "--since", "2000-01-01", "--json", env=env)
+
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["differences"] == 0
+    assert changed.returncode == 1, changed.stderr
+    assert "≠ route" in changed.stdout and "salary-sales" in changed.stdout
+    assert many.returncode == 1, many.stderr
+    summary = json.loads(many.stdout)
+    assert summary["conversations"] == 1 and summary["differing_turns"] == 1
+    assert summary["by_aspect"]["route"] == 1 and summary["differing_conversations"] == [cid]
+    assert counts(db) == before
+
+
+def test_replay_cli_refuses_bad_input_clearly(database_url: str) -> None:
+    env = dict(os.environ)
+    missing = traza_cli("replay", "999999", env=env)
+    neither = traza_cli("replay", env=env)
+    bad_date = traza_cli("replay", "--all", "--since", "yesterday", env=env)
+
+    assert missing.returncode == 2 and "conversation 999999 not found" in missing.stderr
+    assert neither.returncode == 2 and "--all --since" in neither.stderr
+    assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
+    for run in (missing, neither, bad_date):
+        assert "Traceback" not in run.stderr
+
+
+async def test_replay_from_a_checkpoint_and_fork_into_a_scratch_thread(
+    client: httpx.AsyncClient, graph: GraphAPI, db: psycopg.Connection[Any]
+) -> None:
+    await say(client, "Hola")
+    await say(client, "¿Cuál es el horario?")
+    await say(client, "Gracias")
+    cid = await conversation_id(client)
+    history = (await client.get(f"/conversations/{cid}/history", headers=ADMIN)).json()
+    # The checkpoint at the end of the first turn: replay only what came after it.
+    ends = sorted((c for c in history if not c["next"]), key=lambda c: c["step"])
+    first_end = ends[0]
+
+    response = await client.post(
+        f"/conversations/{cid}/replay",
+        json={"from_checkpoint": first_end["checkpoint_id"]},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["skipped"] == 1 and len(body["turns"]) == 2
+    assert "horario" in body["turns"][0]["said"]
+
+    forked = await client.post(
+        f"/conversations/{cid}/checkpoints/{first_end['checkpoint_id']}/fork", headers=ADMIN
+    )
+    assert forked.status_code == 201, forked.text
+    scratch = forked.json()["thread_id"]
+    assert scratch.startswith(f"scratch-{cid}-")
+    copied = db.execute(
+        "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s", (scratch,)
+    ).fetchone()
+    assert copied == {"n": 1}
+    from traza.runtime import conversation_graph, thread_config
+
+    state = await (await conversation_graph()).aget_state(thread_config(scratch))
+    assert state.values["conversation_id"] == cid
+
+    missing = await client.post(f"/conversations/{cid}/checkpoints/nope/fork", headers=ADMIN)
+    assert missing.status_code == 404
+    bad_from = await client.post(
+        f"/conversations/{cid}/replay", json={"from_checkpoint": "nope"}, headers=ADMIN
+    )
+    assert bad_from.status_code == 404
+
+
+async def test_agents_may_not_replay(client: httpx.AsyncClient, graph: GraphAPI) -> None:
+    await add_team(client, "support")
+    headers = await add_agent(client, "ana", teams=["support"])
+    await say(client, "Quiero hablar con una persona")
+    cid = await conversation_id(client)
+
+    response = await client.post(
+        f"/conversations/{cid}/replay", headers=headers
+    )
+
+    assert response.status_code == 403

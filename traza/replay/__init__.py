@@ -1,0 +1,1 @@
+"""Replay past conversations through today's graph, and travel through their checkpoints."""
