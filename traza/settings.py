@@ -34,6 +34,16 @@ class Settings(BaseSettings):
         default="https://graph.facebook.com/v21.0", alias="WHATSAPP_API_BASE"
     )
 
+    # E-mail (SMTP) and SMS (an HTTP provider): the recruiting agent's other channels.
+    traza_smtp_host: str | None = Field(default=None, alias="TRAZA_SMTP_HOST")
+    traza_smtp_port: int = Field(default=587, ge=1, le=65535, alias="TRAZA_SMTP_PORT")
+    traza_smtp_user: str | None = Field(default=None, alias="TRAZA_SMTP_USER")
+    traza_smtp_password: SecretStr | None = Field(default=None, alias="TRAZA_SMTP_PASSWORD")
+    traza_smtp_starttls: bool = Field(default=True, alias="TRAZA_SMTP_STARTTLS")
+    traza_email_from: str | None = Field(default=None, alias="TRAZA_EMAIL_FROM")
+    traza_sms_url: str | None = Field(default=None, alias="TRAZA_SMS_URL")
+    traza_sms_token: SecretStr | None = Field(default=None, alias="TRAZA_SMS_TOKEN")
+
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     traza_llm_model: str | None = Field(default=None, alias="TRAZA_LLM_MODEL")
@@ -46,6 +56,8 @@ class Settings(BaseSettings):
     traza_send_max_attempts: int = Field(default=6, ge=1, le=50, alias="TRAZA_SEND_MAX_ATTEMPTS")
     traza_stalled_seconds: float = Field(default=30, ge=2, le=3600, alias="TRAZA_STALLED_SECONDS")
     traza_bot_name: str = Field(default="traza", min_length=1, alias="TRAZA_BOT_NAME")
+    # Bearer token `GET /metrics` requires; unset: /metrics is open (keep it off the internet).
+    traza_metrics_token: SecretStr | None = Field(default=None, alias="TRAZA_METRICS_TOKEN")
 
     @field_validator("database_url")
     @classmethod
@@ -62,6 +74,34 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("traza_sms_url")
+    @classmethod
+    def _check_sms_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("traza_email_from")
+    @classmethod
+    def _check_email_from(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if "@" not in value:
+            raise ValueError("must be an e-mail address, e.g. Talento <talento@example.com>")
+        return value
+
+    @property
+    def email_enabled(self) -> bool:
+        """E-mail can be sent: an SMTP host and a sender address are configured."""
+        return bool(self.traza_smtp_host and self.traza_email_from)
+
+    @property
+    def sms_enabled(self) -> bool:
+        """SMS can be sent: the provider's URL is configured."""
+        return bool(self.traza_sms_url)
 
     @property
     def llm_enabled(self) -> bool:

@@ -1,7 +1,8 @@
-"""Output channels behind one interface: WhatsApp Cloud API, or the local outbox.
+"""Output channels behind one interface: WhatsApp, the local outbox, e-mail and SMS.
 
-Channels only speak to the provider; the sender decides what to send, when, and what
-to do with each error.
+WhatsApp (Cloud API) and the local outbox live here; e-mail and SMS, the recruiting
+agent's other channels, in `email.py` and `sms.py`. Channels only speak to the provider;
+the sender decides what to send, when, and what to do with each error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ RETRYABLE_CODES = frozenset({RATE_LIMITED, PAIR_RATE_LIMITED, 1, 2, 4, 80007, 13
 
 MAX_BUTTONS = 3
 MAX_BUTTON_TITLE = 20
+
+
+TemplateParams = list[str] | dict[str, str]
 
 
 class SendError(Exception):
@@ -58,9 +62,21 @@ class OutputChannel(Protocol):
         ...
 
     async def send_template(
-        self, *, to: str, name: str, language: str, params: list[str], callback: str
+        self,
+        *,
+        to: str,
+        name: str,
+        language: str,
+        params: TemplateParams,
+        callback: str,
+        button_payloads: list[str] | None = None,
     ) -> str:
-        """Send an approved template with body parameters; return the message id."""
+        """Send an approved template; return the message id.
+
+        `params` are the body's parameters: a list in the template's order ({{1}}, {{2}}…)
+        or a dict by name (templates with named parameters). `button_payloads` are what
+        the template's quick-reply buttons answer with, in the buttons' order.
+        """
         ...
 
     async def send_buttons(
@@ -93,6 +109,39 @@ def validate_list(button: str, rows: list[Button]) -> None:
     for row in rows:
         if not row.title or len(row.title) > MAX_ROW_TITLE:
             raise ValueError(f"list row title must be 1-{MAX_ROW_TITLE} characters")
+
+
+def template_components(
+    params: TemplateParams, button_payloads: list[str] | None
+) -> list[dict[str, Any]]:
+    """A template's `components`: body parameters, then one per quick-reply payload."""
+    components: list[dict[str, Any]] = []
+    if isinstance(params, dict):
+        parameters = [
+            {"type": "text", "parameter_name": name, "text": value}
+            for name, value in params.items()
+        ]
+    else:
+        parameters = [{"type": "text", "text": value} for value in params]
+    if parameters:
+        components.append({"type": "body", "parameters": parameters})
+    for index, payload in enumerate(button_payloads or []):
+        components.append(
+            {
+                "type": "button",
+                "sub_type": "quick_reply",
+                "index": str(index),  # the Cloud API types the index as a string
+                "parameters": [{"type": "payload", "payload": payload}],
+            }
+        )
+    return components
+
+
+def as_plain_text(body: str, options: list[str]) -> str:
+    """A message with reply options, for channels without buttons (e-mail, SMS)."""
+    if not options:
+        return body
+    return body + "\n\n" + "\n".join(f"- {option}" for option in options)
 
 
 def validate_buttons(buttons: list[Button]) -> None:
@@ -159,13 +208,18 @@ class WhatsAppChannel:
         return await self._send(to, callback, "text", {"body": text, "preview_url": False})
 
     async def send_template(  # noqa: D102
-        self, *, to: str, name: str, language: str, params: list[str], callback: str
+        self,
+        *,
+        to: str,
+        name: str,
+        language: str,
+        params: TemplateParams,
+        callback: str,
+        button_payloads: list[str] | None = None,
     ) -> str:
         template: dict[str, Any] = {"name": name, "language": {"code": language}}
-        if params:
-            template["components"] = [
-                {"type": "body", "parameters": [{"type": "text", "text": p} for p in params]}
-            ]
+        if components := template_components(params, button_payloads):
+            template["components"] = components
         return await self._send(to, callback, "template", template)
 
     async def send_buttons(  # noqa: D102
@@ -219,7 +273,14 @@ class LocalOutboxChannel:
         return await self._accept()
 
     async def send_template(  # noqa: D102
-        self, *, to: str, name: str, language: str, params: list[str], callback: str
+        self,
+        *,
+        to: str,
+        name: str,
+        language: str,
+        params: TemplateParams,
+        callback: str,
+        button_payloads: list[str] | None = None,
     ) -> str:
         return await self._accept()
 

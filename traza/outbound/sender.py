@@ -5,6 +5,13 @@ a human took over (bot messages are dropped), the contact is unreachable or opte
 of proactive messages, or the 24-hour window closed (free text needs a template).
 Graph API errors: 130429/131056 back off and retry; 131047 records that a template is
 required; 131026 marks the contact unreachable; anything else is recorded with its code.
+
+Each message goes out on its row's `channel`: `whatsapp` (the Cloud API, or the local
+outbox without a token), `email` (SMTP, to the candidate's address) or `sms` (the HTTP
+provider, to the candidate's number). A message that cannot reach the contact on its
+channel (unreachable on WhatsApp, no address, channel not configured) and carries a
+fallback plan (`content.fallback`, written by the follow-up agent) is queued again, with
+the same checked text, on the plan's next channel (`message.fallback` in the trace).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_wi
 from traza.db import locks
 from traza.db.engine import autocommit, session_scope
 from traza.db.locks import advisory_lock
-from traza.db.models import Contact, Conversation, Inbox, Message, MessageStatus
+from traza.db.models import Candidate, Contact, Conversation, Inbox, Message, MessageStatus
 from traza.ingest.store import apply_stored_statuses
 from traza.outbound.channels import (
     OUTSIDE_WINDOW,
@@ -34,15 +41,25 @@ from traza.outbound.channels import (
     LocalOutboxChannel,
     OutputChannel,
     SendError,
+    TemplateParams,
     WhatsAppChannel,
     validate_buttons,
     validate_list,
 )
+from traza.outbound.email import EmailChannel, subject_for
+from traza.outbound.outbox import queue_message
+from traza.outbound.sms import SmsChannel
 from traza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 FREE_FORM = frozenset({"text", "interactive"})
+# Where a message may move when its channel cannot reach the contact. WhatsApp is not a
+# target: a moved message is plain text, which WhatsApp only takes inside the window.
+FALLBACK_CHANNELS = ("email", "sms")
+# What a message moved to another channel keeps of its content.
+CARRIED = ("followup_id", "trigger", "proactive", "source")
+UNREACHABLE_REASON = "contact is unreachable on WhatsApp (131026)"
 _client: httpx.AsyncClient | None = None
 
 
@@ -74,6 +91,51 @@ def channel_for(phone_number_id: str) -> OutputChannel:
     return WhatsAppChannel(client=http_client(), settings=settings, phone_number_id=phone_number_id)
 
 
+def _output_channel(item: _Next) -> OutputChannel:
+    """The channel object for one message (configuration was checked when it was claimed)."""
+    if item.channel == "email":
+        return EmailChannel(settings=get_settings(), subject=item.subject)
+    if item.channel == "sms":
+        return SmsChannel(client=http_client(), settings=get_settings())
+    return channel_for(item.phone_number_id)
+
+
+def address_of(
+    channel: str,
+    *,
+    wa_id: str | None,
+    bsuid: str | None,
+    email: str | None,
+    phone: str | None,
+) -> str | None:
+    """Where a message on `channel` goes: the WhatsApp id, the e-mail address or the number.
+
+    SMS goes to the candidate's phone, else to their WhatsApp number (a WhatsApp id is the
+    number in international format): the usual case of a number that left WhatsApp.
+    """
+    if channel == "email":
+        return email or None
+    if channel == "sms":
+        return phone or (f"+{wa_id}" if wa_id else None)
+    return wa_id or bsuid or None
+
+
+def unavailable(channel: str, *, address: str | None, unreachable: bool = False) -> str | None:
+    """Why `channel` cannot reach the contact now, or None when it can."""
+    settings = get_settings()
+    if channel == "whatsapp":
+        return UNREACHABLE_REASON if unreachable else None
+    if channel == "email":
+        if not settings.email_enabled:
+            return "e-mail is not configured (set TRAZA_SMTP_HOST and TRAZA_EMAIL_FROM)"
+        return None if address else "the candidate has no e-mail address"
+    if channel == "sms":
+        if not settings.sms_enabled:
+            return "SMS is not configured (set TRAZA_SMS_URL)"
+        return None if address else "the candidate has no phone number"
+    return f"unknown channel '{channel}'"
+
+
 @dataclass(slots=True)
 class _Next:
     message_id: int
@@ -85,6 +147,22 @@ class _Next:
     actor: str
     to: str
     phone_number_id: str
+    channel: str = "whatsapp"
+
+    @property
+    def subject(self) -> str | None:
+        """The e-mail subject the message carries, if any."""
+        subject = self.content.get("subject")
+        return str(subject) if subject else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """Why a queued message does not go out now."""
+
+    status: str  # 'skipped' or 'failed'
+    reason: str
+    reroute: bool  # another channel may reach the contact: the fallback plan applies
 
 
 async def deliver(
@@ -110,8 +188,13 @@ async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
         if claimed is None:
             return sent
         if isinstance(claimed, str):
-            continue  # skipped or resolved without sending; look at the next one
-        sent += await _send_one(claimed, final_attempt=final_attempt)
+            # Skipped or resolved without sending; look at the next one (a fallback
+            # has just queued one).
+            more = more or claimed == "fallback"
+            continue
+        done = await _send_one(claimed, final_attempt=final_attempt)
+        sent += done
+        more = more or not done  # a failed send may have queued its fallback
     return sent
 
 
@@ -119,13 +202,14 @@ async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
 # the conversation's lock, so no row lock is needed to keep other senders away.
 NEXT_SQL = text(
     """
-    SELECT m.id, m.status, m.type, m.text, m.content, m.idempotency_key, m.actor,
+    SELECT m.id, m.status, m.type, m.text, m.content, m.idempotency_key, m.actor, m.channel,
            c.owner, c.last_inbound_at, ct.wa_id, ct.bsuid, ct.unreachable_at, ct.opted_out_at,
-           i.phone_number_id
+           i.phone_number_id, k.email, k.phone
       FROM messages m
       JOIN conversations c ON c.id = m.conversation_id
       JOIN contacts ct ON ct.id = c.contact_id
       JOIN inboxes i ON i.id = c.inbox_id
+      LEFT JOIN candidates k ON k.contact_id = c.contact_id
      WHERE m.conversation_id = :cid AND m.direction = 'out'
        AND m.status IN ('queued', 'sending')
      ORDER BY m.id
@@ -148,15 +232,24 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
         if not rows:
             return None, False
         r = rows[0]
+        to = address_of(r.channel, wa_id=r.wa_id, bsuid=r.bsuid, email=r.email, phone=r.phone)
+        hold = _hold(
+            channel=r.channel,
+            owner=r.owner,
+            actor=r.actor,
+            unreachable_at=r.unreachable_at,
+            opted_out_at=r.opted_out_at,
+            content=r.content,
+            to=to,
+        )
         sendable = (
             r.status == "queued"
-            and _skip_reason(r.owner, r.actor, r.unreachable_at, r.opted_out_at, r.content) is None
-            and (r.type not in FREE_FORM or in_service_window(r.last_inbound_at))
+            and hold is None
+            and not _needs_template(r.channel, r.type, r.last_inbound_at)
         )
         if sendable:
             await conn.execute(MARK_SENDING, {"id": r.id})
-            to = r.wa_id or r.bsuid or ""
-            return _next(r, conversation_id, to, r.phone_number_id), len(rows) > 1
+            return _next(r, conversation_id, to or "", r.phone_number_id), len(rows) > 1
     async with session_scope() as session:
         return await _claim_locked(session, conversation_id), len(rows) > 1
 
@@ -164,10 +257,11 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
 async def _claim_locked(session: AsyncSession, conversation_id: int) -> _Next | str | None:
     rows = (
         await session.execute(
-            select(Message, Conversation, Contact, Inbox)
+            select(Message, Conversation, Contact, Inbox, Candidate)
             .join(Conversation, Conversation.id == Message.conversation_id)
             .join(Contact, Contact.id == Conversation.contact_id)
             .join(Inbox, Inbox.id == Conversation.inbox_id)
+            .outerjoin(Candidate, Candidate.contact_id == Conversation.contact_id)
             .where(
                 Message.conversation_id == conversation_id,
                 Message.direction == "out",
@@ -180,8 +274,8 @@ async def _claim_locked(session: AsyncSession, conversation_id: int) -> _Next | 
     ).all()
     if not rows:
         return None
-    message, conversation, contact, inbox = rows[0]
-    return await _claim(session, message, conversation, contact, inbox)
+    message, conversation, contact, inbox, candidate = rows[0]
+    return await _claim(session, message, conversation, contact, inbox, candidate)
 
 
 async def _claim(
@@ -190,6 +284,7 @@ async def _claim(
     conversation: Conversation,
     contact: Contact,
     inbox: Inbox,
+    candidate: Candidate | None,
 ) -> _Next | str:
     if message.status == "sending":
         # The last attempt died after calling the provider: did Meta accept it? What
@@ -197,17 +292,27 @@ async def _claim(
         adopted = await _adopt_from_status(session, message)
         if adopted:
             return "adopted"
-    reason = _skip_reason(
-        conversation.owner,
-        message.actor,
-        contact.unreachable_at,
-        contact.opted_out_at,
-        message.content,
+    to = address_of(
+        message.channel,
+        wa_id=contact.wa_id,
+        bsuid=contact.bsuid,
+        email=candidate.email if candidate else None,
+        phone=candidate.phone if candidate else None,
     )
-    if reason:
-        await _finish(session, message, "skipped", reason=reason)
-        return "skipped"
-    if message.type in FREE_FORM and not in_service_window(conversation.last_inbound_at):
+    hold = _hold(
+        channel=message.channel,
+        owner=conversation.owner,
+        actor=message.actor,
+        unreachable_at=contact.unreachable_at,
+        opted_out_at=contact.opted_out_at,
+        content=message.content,
+        to=to,
+    )
+    if hold is not None:
+        await _finish(session, message, hold.status, reason=hold.reason)
+        moved = hold.reroute and await _fall_back(session, message, reason=hold.reason)
+        return "fallback" if moved else hold.status
+    if _needs_template(message.channel, message.type, conversation.last_inbound_at):
         await _finish(
             session,
             message,
@@ -217,8 +322,7 @@ async def _claim(
         return "template_required"
     message.status = "sending"
     message.attempts += 1
-    to = contact.wa_id or contact.bsuid or ""
-    return _next(message, conversation.id, to, inbox.phone_number_id)
+    return _next(message, conversation.id, to or "", inbox.phone_number_id)
 
 
 def _next(message: Any, conversation_id: int, to: str, phone_number_id: str) -> _Next:
@@ -233,7 +337,13 @@ def _next(message: Any, conversation_id: int, to: str, phone_number_id: str) -> 
         actor=message.actor,
         to=to,
         phone_number_id=phone_number_id,
+        channel=message.channel or "whatsapp",
     )
+
+
+def _needs_template(channel: str, kind: str, last_inbound_at: datetime | None) -> bool:
+    """WhatsApp's 24-hour window: outside it, free text cannot go (e-mail and SMS have none)."""
+    return channel == "whatsapp" and kind in FREE_FORM and not in_service_window(last_inbound_at)
 
 
 def _skip_reason(
@@ -242,15 +352,96 @@ def _skip_reason(
     unreachable_at: datetime | None,
     opted_out_at: datetime | None,
     content: dict[str, Any] | None,
+    *,
+    channel: str = "whatsapp",
 ) -> str | None:
-    """Why a queued message must not go out now, if it must not."""
+    """Why a queued message must not go out now, if it must not.
+
+    The owner and the opt-out hold on every channel; WhatsApp's unreachability only
+    holds WhatsApp sends.
+    """
     if owner == "human" and actor.startswith("bot:"):
         return "a human owns the conversation: the bot does not speak"
-    if unreachable_at is not None:
-        return "contact is unreachable on WhatsApp (131026)"
+    if channel == "whatsapp" and unreachable_at is not None:
+        return UNREACHABLE_REASON
     if opted_out_at is not None and (content or {}).get("proactive"):
         return "contact opted out of proactive messages"
     return None
+
+
+def _hold(
+    *,
+    channel: str,
+    owner: str,
+    actor: str,
+    unreachable_at: datetime | None,
+    opted_out_at: datetime | None,
+    content: dict[str, Any] | None,
+    to: str | None,
+) -> _Hold | None:
+    """Whether (and why) a queued message does not go out on its channel now."""
+    reason = _skip_reason(owner, actor, unreachable_at, opted_out_at, content, channel=channel)
+    if reason == UNREACHABLE_REASON:
+        return _Hold("skipped", reason, reroute=True)
+    if reason is not None:
+        return _Hold("skipped", reason, reroute=False)
+    if channel != "whatsapp" and (problem := unavailable(channel, address=to)):
+        # Not retried: no address or no configuration will not fix itself.
+        return _Hold("failed", problem, reroute=True)
+    return None
+
+
+async def _fall_back(session: AsyncSession, message: Message, *, reason: str) -> str | None:
+    """Queue the message again on its fallback plan's next channel; return that channel.
+
+    The text is the one the guardrails checked when the message was written (the plan
+    carries it, with the e-mail subject and reply options); nothing is written anew.
+    """
+    content = dict(message.content or {})
+    plan = content.get("fallback")
+    if not isinstance(plan, dict):
+        return None
+    channels: list[str] = [str(c) for c in plan.get("channels") or [] if c in FALLBACK_CHANNELS]
+    channels = [c for c in channels if c != message.channel]
+    if not channels:
+        return None
+    target, rest = channels[0], channels[1:]
+    body = str(plan.get("text") or message.text or "")
+    moved: dict[str, Any] = {k: content[k] for k in CARRIED if k in content}
+    moved |= {"body": body, "channel": target, "fallback_of": message.id}
+    if plan.get("subject"):
+        moved["subject"] = str(plan["subject"])
+    buttons = plan.get("buttons") if isinstance(plan.get("buttons"), list) else []
+    if buttons:
+        moved["buttons"] = buttons
+    if rest:
+        moved["fallback"] = plan | {"channels": rest}
+    key = f"{message.idempotency_key or f'message:{message.id}'}:{target}"
+    queued = await queue_message(
+        session,
+        conversation_id=message.conversation_id,
+        key=key,
+        actor=message.actor,
+        kind="interactive" if buttons else "text",
+        text_body=body,
+        content=moved,
+        channel=target,
+    )
+    if queued is not None:
+        await trace.record(
+            session,
+            conversation_id=message.conversation_id,
+            kind="message.fallback",
+            actor=trace.system("sender"),
+            data={
+                "from": message.channel,
+                "to": target,
+                "reason": reason,
+                "message_id": queued,
+            },
+            message_id=message.id,
+        )
+    return target
 
 
 async def _adopt_from_status(session: AsyncSession, message: Message) -> bool:
@@ -281,7 +472,7 @@ async def _adopt_from_status(session: AsyncSession, message: Message) -> bool:
 
 
 async def _send_one(item: _Next, *, final_attempt: bool) -> int:
-    channel = channel_for(item.phone_number_id)
+    channel = _output_channel(item)
     started = time.perf_counter()
     try:
         wamid = await _call(channel, item)
@@ -291,6 +482,8 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
             raise RetryLater(str(exc)) from None
         return 0
     data = {"channel": channel.name, "wa_message_id": wamid, "by": item.actor}
+    if item.channel == "email":
+        data["subject"] = subject_for(item.text, item.subject)
     async with autocommit() as conn:  # one statement, one round trip
         early_statuses: bool = (
             await conn.execute(
@@ -328,19 +521,32 @@ RECORD_SENT = text(
 
 
 async def _call(channel: OutputChannel, item: _Next) -> str:
+    if item.kind == "template" and item.channel != "whatsapp":
+        # Templates are WhatsApp's; elsewhere the message's rendered text goes.
+        return await channel.send_text(to=item.to, text=item.text, callback=item.key)
     if item.kind == "template":
         name = item.content.get("name")
-        params = item.content.get("params") or []
-        if not name or not isinstance(params, list):
+        raw = item.content.get("params") or []
+        payloads = item.content.get("button_payloads") or []
+        if not name or not isinstance(raw, list | dict) or not isinstance(payloads, list):
             raise SendError(
-                None, "invalid template: needs a name and a list of params", retryable=False
+                None,
+                "invalid template: needs a name, params (a list, or a dict by name) and a "
+                "list of button payloads",
+                retryable=False,
             )
+        params: TemplateParams = (
+            {str(k): str(v) for k, v in raw.items()}
+            if isinstance(raw, dict)
+            else [str(p) for p in raw]
+        )
         return await channel.send_template(
             to=item.to,
             name=str(name),
             language=str(item.content.get("language") or "es"),
-            params=[str(p) for p in params],
+            params=params,
             callback=item.key,
+            button_payloads=[str(p) for p in payloads] or None,
         )
     if item.kind == "interactive" and isinstance(item.content.get("list"), dict):
         spec = item.content["list"]
@@ -387,14 +593,14 @@ async def _record_error(item: _Next, exc: SendError, channel: str, *, final_atte
             data["will_retry"] = True
             if exc.maybe_sent:
                 data["outcome"] = "unknown: the provider may have accepted it"
-        elif exc.code == OUTSIDE_WINDOW:
+        elif exc.code == OUTSIDE_WINDOW and item.channel == "whatsapp":
             message.status = "template_required"
             message.failed_at = datetime.now(UTC)
             data["outcome"] = "template required: outside the 24-hour window"
         else:
             message.status = "failed"
             message.failed_at = datetime.now(UTC)
-        if exc.code == UNREACHABLE:
+        if exc.code == UNREACHABLE and item.channel == "whatsapp":
             await session.execute(
                 text(
                     "UPDATE contacts SET unreachable_at = COALESCE(unreachable_at, now()) "
@@ -411,12 +617,16 @@ async def _record_error(item: _Next, exc: SendError, channel: str, *, final_atte
             data=data,
             message_id=item.message_id,
         )
+        if exc.code == UNREACHABLE and item.channel == "whatsapp":
+            await _fall_back(session, message, reason=UNREACHABLE_REASON)
     log.warning("send failed for message %s: %s %s", item.message_id, exc.code, exc.title)
 
 
 async def _finish(session: AsyncSession, message: Message, status: str, *, reason: str) -> None:
     message.status = status
     message.error_title = reason
+    if status == "failed":
+        message.failed_at = datetime.now(UTC)
     await trace.record(
         session,
         conversation_id=message.conversation_id,

@@ -7,6 +7,11 @@ answered, a human owns the conversation, the candidate opted out, the attempt li
 reached, it is outside the candidate's contact hours — and the outcome is recorded.
 A message that survives runs through the conversation graph (same thread, same trace,
 same guardrails) as a proactive turn.
+
+Channels: the agent's `channels`, in its order, less those that cannot reach the
+candidate now (unreachable on WhatsApp, no e-mail address or phone, channel not
+configured). The first is the message's channel; the e-mail and SMS channels after it
+are its fallback plan, used by the sender if the first turns out unreachable.
 """
 
 from __future__ import annotations
@@ -309,25 +314,74 @@ async def fire(followup_id: int) -> str:
         payload = await _payload(session, followup, agent, candidate)
         conversation_id = await ensure_conversation(session, agent, candidate)
     if conversation_id is None:
-        return await _finish(followup_id, "skipped", "no way to reach the candidate")
+        reason = (
+            "no WhatsApp contact: every follow-up, on any channel, lives in the candidate's "
+            "conversation, which needs one"
+            if candidate.contact_id is None
+            else "no way to reach the candidate"
+        )
+        return await _finish(followup_id, "skipped", reason)
     from traza.conversations.turns import run_followup
 
     message_id = await run_followup(conversation_id, payload)
     if message_id is None:
         return await _finish(followup_id, "skipped", "not sent (see the conversation's trace)")
-    return await _finish(followup_id, "sent", None, message_id=message_id)
+    return await _finish(
+        followup_id, "sent", None, message_id=message_id, channel=payload["channels"][0]
+    )
 
 
 async def _finish(
-    followup_id: int, status: str, reason: str | None, *, message_id: int | None = None
+    followup_id: int,
+    status: str,
+    reason: str | None,
+    *,
+    message_id: int | None = None,
+    channel: str | None = None,
 ) -> str:
     async with session_scope() as session:
         await session.execute(
             update(FollowUp)
             .where(FollowUp.id == followup_id)
-            .values(status=status, reason=reason, message_id=message_id)
+            .values(status=status, reason=reason, message_id=message_id, channel=channel)
         )
     return f"follow-up {followup_id} {status}"
+
+
+async def channel_plan(
+    session: AsyncSession, agent: Agent, candidate: Candidate
+) -> tuple[list[str], dict[str, str]]:
+    """The channels to try, in the agent's order, and why the others cannot be used now.
+
+    When none can reach the candidate, the agent's first channel stays, so the sender
+    records why the message could not go.
+    """
+    from traza.outbound.sender import address_of, unavailable
+
+    contact = await session.get(Contact, candidate.contact_id) if candidate.contact_id else None
+    plan: list[str] = []
+    not_now: dict[str, str] = {}
+    for channel in agent.channels:
+        address = address_of(
+            channel,
+            wa_id=contact.wa_id if contact else candidate.wa_id,
+            bsuid=contact.bsuid if contact else None,
+            email=candidate.email,
+            phone=candidate.phone,
+        )
+        if channel == "whatsapp" and contact is None:
+            problem: str | None = "no WhatsApp contact"
+        else:
+            problem = unavailable(
+                channel,
+                address=address,
+                unreachable=contact is not None and contact.unreachable_at is not None,
+            )
+        if problem:
+            not_now[channel] = problem
+        else:
+            plan.append(channel)
+    return plan or [agent.channels[0]], not_now
 
 
 async def ensure_conversation(
@@ -388,6 +442,7 @@ async def _payload(
     interview = (
         await session.get(Interview, followup.interview_id) if followup.interview_id else None
     )
+    channels, not_now = await channel_plan(session, agent, candidate)
     return {
         "id": followup.id,
         "agent": agent.name,
@@ -397,6 +452,8 @@ async def _payload(
         "interview_id": interview.id if interview else None,
         "due_at": followup.due_at.isoformat(),
         "fired_at": clock.now().isoformat(),
+        "channels": channels,
+        "unavailable": not_now,
     }
 
 

@@ -25,7 +25,7 @@ WRITE_REPLY = text(
       INSERT INTO messages (conversation_id, direction, idempotency_key, type, content, text,
                             actor, status, channel)
       VALUES (:cid, 'out', :key, :type, CAST(:content AS jsonb), :body, :actor, 'queued',
-              'whatsapp')
+              :channel)
       ON CONFLICT (idempotency_key) DO NOTHING
       RETURNING id
     ), answered AS (
@@ -84,6 +84,7 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
                     "content": json.dumps(content),
                     "body": str(draft.get("text") or ""),
                     "actor": actor,
+                    "channel": str(content.get("channel") or "whatsapp"),
                     "ids": ids,
                     "events": json.dumps(buffered, default=str),
                     "queued": json.dumps({"type": kind, "key": key}),

@@ -1,8 +1,12 @@
 """Write the agent's proactive follow-up: its template in the candidate's language and tone.
 
 Inside WhatsApp's 24-hour window the message is free text (with reply buttons when the
-template has them); outside it, the approved template with named parameters. The draft
-then goes through the same guardrails as any bot reply.
+template has them); outside it, the approved template with named parameters. By e-mail
+or SMS (the first channel of the follow-up's plan when WhatsApp cannot reach the
+candidate, or when the agent prefers them) it is the text, with the template's subject
+and the buttons as options. When the plan has e-mail or SMS after WhatsApp, the message
+carries them as its fallback, with the same text. The draft then goes through the same
+guardrails as any bot reply.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.decisions import llm
 from traza.recruiting.agents import active_agents
-from traza.recruiting.messages import render, template_params
+from traza.recruiting.messages import fill, render, template_params
+
+FALLBACK_CHANNELS = ("email", "sms")
 
 
 async def write_followup(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -36,13 +42,19 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
         "inputs": {"followup_id": followup.get("id")},
     }
     draft: dict[str, Any] | None = None
+    plan: list[str] = list(followup.get("channels") or ["whatsapp"])
+    channel, fallback = plan[0], [c for c in plan[1:] if c in FALLBACK_CHANNELS]
+    subject: str | None = None
+    buttons: list[dict[str, str]] = []
     if agent is not None and template is not None:
         values: dict[str, str] = followup.get("values") or {}
         text = render(agent, template, values)
+        subject = fill(template.subject, values) if template.subject else None
         content: dict[str, Any] = {
             "body": text,
             "followup_id": followup["id"],
             "trigger": followup["trigger"],
+            "proactive": True,
         }
         kind = "text"
         draft = {
@@ -54,15 +66,21 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
         }
         interview = followup.get("interview_id")
         payloads = [f"interview:confirm:{interview}", f"interview:reschedule:{interview}"]
-        if state.get("in_window"):
-            if template.buttons and interview:
+        if template.buttons and interview:
+            buttons = [
+                {"id": p, "title": b[:20]} for p, b in zip(payloads, template.buttons, strict=False)
+            ]
+        if channel != "whatsapp":  # e-mail or SMS: the text, buttons as options
+            content["channel"] = channel
+            if subject and channel == "email":
+                content["subject"] = subject
+            if buttons:
                 kind = "interactive"
-                content |= {
-                    "buttons": [
-                        {"id": p, "title": b[:20]}
-                        for p, b in zip(payloads, template.buttons, strict=False)
-                    ]
-                }
+                content["buttons"] = buttons
+        elif state.get("in_window"):
+            if buttons:
+                kind = "interactive"
+                content["buttons"] = buttons
         elif template.whatsapp_template is not None:
             kind = "template"
             content |= {
@@ -94,6 +112,13 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
             llm_error = str(exc)
     if draft is not None:
         draft["kind"] = kind
+        if fallback:  # the text the guardrails check is the one any channel sends
+            draft["content"]["fallback"] = {
+                "channels": fallback,
+                "text": draft["text"],
+                "subject": subject,
+                "buttons": buttons,
+            }
     await record_step(
         conversation_id=state["conversation_id"],
         kind="followup.drafted",
@@ -103,6 +128,9 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
             "trigger": followup.get("trigger"),
             "message_kind": draft["kind"] if draft else None,
             "in_window": bool(state.get("in_window")),
+            "channel": channel,
+            "fallback": fallback,
+            "unavailable": followup.get("unavailable") or {},
             "due_at": followup.get("due_at"),
             "fired_at": followup.get("fired_at"),
             "error": None if draft else "no template for this trigger and language",

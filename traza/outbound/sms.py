@@ -1,0 +1,120 @@
+"""SMS through an HTTP provider: a small, generic adapter (httpx).
+
+The provider contract traza speaks (`TRAZA_SMS_URL`, `TRAZA_SMS_TOKEN`):
+
+    POST {TRAZA_SMS_URL}
+    Authorization: Bearer {TRAZA_SMS_TOKEN}          (omitted when no token is set)
+    Content-Type: application/json
+
+    {"to": "+34600111222", "text": "Hola María, …", "reference": "followup:12:sms"}
+
+- `to` is the number in international format, `text` the whole message (the provider
+  splits it into parts), `reference` traza's idempotency key for the message: a
+  provider that deduplicates on it never sends a retried message twice.
+- A 2xx answer carries the provider's id: `{"id": "…"}`; traza records it as the
+  message's provider id.
+- 5xx, 429 and timeouts are transient: the send is retried with backoff. Any other 4xx
+  is permanent: the message fails with the provider's `error` (or `message`) text.
+
+Most SMS providers take a different body (form fields, other names, basic auth). Map
+one with a small relay that translates this contract to the provider's API, or subclass
+`SmsChannel` and override `request` and `provider_id`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from traza.outbound.channels import (
+    Button,
+    SendError,
+    TemplateParams,
+    as_plain_text,
+    validate_buttons,
+    validate_list,
+)
+from traza.settings import Settings
+
+RATE_LIMITED_STATUS = 429
+
+
+class SmsChannel:
+    """Plain-text SMS through the provider at `TRAZA_SMS_URL`."""
+
+    name = "sms"
+
+    def __init__(self, *, client: httpx.AsyncClient, settings: Settings) -> None:
+        assert settings.traza_sms_url
+        self._client = client
+        self._url = settings.traza_sms_url
+        self._headers = {}
+        if settings.traza_sms_token is not None:
+            self._headers["Authorization"] = f"Bearer {settings.traza_sms_token.get_secret_value()}"
+
+    def request(self, *, to: str, text: str, reference: str) -> dict[str, Any]:
+        """The JSON body posted to the provider."""
+        return {"to": to, "text": text, "reference": reference}
+
+    def provider_id(self, answer: dict[str, Any]) -> str | None:
+        """The provider's id for an accepted message, from its answer."""
+        found = answer.get("id")
+        return str(found) if found not in (None, "") else None
+
+    async def _send(self, to: str, text: str, callback: str) -> str:
+        body = self.request(to=to, text=text, reference=callback)
+        try:
+            response = await self._client.post(self._url, json=body, headers=self._headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise SendError(
+                None, f"transport: {type(exc).__name__}", retryable=True, maybe_sent=True
+            ) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        answer: dict[str, Any] = data if isinstance(data, dict) else {}
+        status = response.status_code
+        if status >= 400:
+            title = str(answer.get("error") or answer.get("message") or response.reason_phrase)
+            retryable = status >= 500 or status == RATE_LIMITED_STATUS
+            raise SendError(status, f"SMS provider: {title}", retryable=retryable)
+        found = self.provider_id(answer)
+        if found is None:
+            raise SendError(None, "the SMS provider answered without a message id", retryable=False)
+        return found
+
+    async def send_text(self, *, to: str, text: str, callback: str) -> str:  # noqa: D102
+        return await self._send(to, text, callback)
+
+    async def send_template(  # noqa: D102
+        self,
+        *,
+        to: str,
+        name: str,
+        language: str,
+        params: TemplateParams,
+        callback: str,
+        button_payloads: list[str] | None = None,
+    ) -> str:
+        raise SendError(
+            None, "a WhatsApp template cannot go by SMS: send its text", retryable=False
+        )
+
+    async def send_buttons(  # noqa: D102
+        self, *, to: str, body: str, buttons: list[Button], callback: str
+    ) -> str:
+        validate_buttons(buttons)
+        return await self._send(to, as_plain_text(body, [b.title for b in buttons]), callback)
+
+    async def send_list(  # noqa: D102
+        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
+    ) -> str:
+        validate_list(button, rows)
+        return await self._send(to, as_plain_text(body, [r.title for r in rows]), callback)
+
+    async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
+        return None
