@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api import metrics
 from api.routes import (
     agents,
     calendar,
@@ -20,6 +21,7 @@ from api.routes import (
     health,
     recruiting,
     replay,
+    reports,
     rules,
     webhooks,
 )
@@ -106,7 +108,9 @@ def create_app(*, worker: bool = False) -> FastAPI:
         rules,
         recruiting,
         calendar,
+        reports,
         health,
+        metrics,
     )
     for module in modules:
         app.include_router(module.router)

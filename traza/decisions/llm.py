@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,7 @@ from langchain_core.messages import (
 from pydantic import BaseModel, Field, SecretStr
 
 import prompts
+from traza import metrics
 from traza.decisions.classifier import INTENTS, Classification, Intent
 from traza.decisions.guardrails import Verdict
 from traza.settings import get_settings
@@ -71,16 +73,27 @@ def chat_model(model: str | None = None) -> BaseChatModel | None:
     )
 
 
-async def _bounded(coro: Any) -> Any:
+async def _bounded(coro: Any, call: str = "model") -> Any:
     timeout = get_settings().traza_llm_timeout
+    started = time.perf_counter()
+    outcome = "ok"
     try:
         return await asyncio.wait_for(coro, timeout=timeout)
     except TimeoutError:
+        outcome = "timeout"
         raise LLMError(f"model call timed out after {timeout:g}s") from None
     except LLMError:
+        outcome = "error"
         raise
     except Exception as exc:  # any provider/transport failure degrades the same way
+        outcome = type(exc).__name__
         raise LLMError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    finally:
+        metrics.MODEL_SECONDS.labels(call, "ok" if outcome == "ok" else "error").observe(
+            time.perf_counter() - started
+        )
+        if outcome != "ok":
+            metrics.MODEL_ERRORS.labels(call, outcome).inc()
 
 
 def _history(recent: list[dict[str, Any]]) -> list[BaseMessage]:
@@ -99,7 +112,8 @@ async def classify(model: BaseChatModel, texts: list[str]) -> Classification:
     structured = model.with_structured_output(ClassificationOutput, method="function_calling")
     system = prompts.system_prompt("classify", intents=", ".join(INTENTS))
     out = await _bounded(
-        structured.ainvoke([SystemMessage(system), HumanMessage("\n".join(texts) or "(empty)")])
+        structured.ainvoke([SystemMessage(system), HumanMessage("\n".join(texts) or "(empty)")]),
+        "classify",
     )
     if not isinstance(out, ClassificationOutput):
         raise LLMError("model returned no classification")
@@ -139,7 +153,7 @@ async def write_reply(
     runnable: Any = model.bind_tools(tools) if tools else model
     by_name = {t.name: t for t in tools or []}
     messages: list[BaseMessage] = [SystemMessage(system), *_history(recent)]
-    out = await _bounded(runnable.ainvoke(messages))
+    out = await _bounded(runnable.ainvoke(messages), "write_reply")
     for _ in range(MAX_TOOL_ROUNDS):  # the model may look things up before it answers
         calls = getattr(out, "tool_calls", None) or []
         if not calls:
@@ -149,7 +163,7 @@ async def write_reply(
             tool = by_name.get(call["name"])
             result = await tool.ainvoke(call["args"]) if tool else {"error": "no such tool"}
             messages.append(ToolMessage(json.dumps(result, default=str), tool_call_id=call["id"]))
-        out = await _bounded(runnable.ainvoke(messages))
+        out = await _bounded(runnable.ainvoke(messages), "write_reply")
     text = out.content if isinstance(out.content, str) else ""
     if not text.strip():
         raise LLMError("model returned an empty reply")
@@ -160,7 +174,8 @@ async def judge(model: BaseChatModel, text: str) -> Verdict:
     """The model's second opinion on a reply that passed the offline policies."""
     structured = model.with_structured_output(JudgeOutput, method="function_calling")
     out = await _bounded(
-        structured.ainvoke([SystemMessage(prompts.system_prompt("judge")), HumanMessage(text)])
+        structured.ainvoke([SystemMessage(prompts.system_prompt("judge")), HumanMessage(text)]),
+        "judge",
     )
     if not isinstance(out, JudgeOutput):
         raise LLMError("model returned no verdict")
