@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import metrics
+from api import dashboard, metrics
 from api.routes import (
     agents,
     calendar,
@@ -114,6 +114,7 @@ def create_app(*, worker: bool = False) -> FastAPI:
     )
     for module in modules:
         app.include_router(module.router)
+    dashboard.install(app)  # /dashboard: pages, static files, login redirect
     return app
 
 
