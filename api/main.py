@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from api import dashboard, metrics
 from api.routes import (
     agents,
+    audit,
     calendar,
     conversations,
     handoffs,
@@ -102,6 +103,7 @@ def create_app(*, worker: bool = False) -> FastAPI:
     modules = (
         webhooks,
         conversations,
+        audit,
         replay,
         handoffs,
         agents,

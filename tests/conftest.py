@@ -51,7 +51,7 @@ TABLES = (
     "vacancies, candidates, trace_events, message_statuses, messages, csat_ratings, notes, "
     "sla_timers, "
     "integration_calls, handoffs, conversations, contacts, inboxes, api_keys, agent_teams, "
-    "agents, teams, "
+    "agents, teams, audit_anchors, "
     "webhook_events, procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "
     "procrastinate_workers, checkpoints, checkpoint_blobs, checkpoint_writes"
 )

@@ -37,6 +37,13 @@ def _add_replay() -> None:
     cli.add_typer(checkpoints_cli, name="checkpoints")
 
 
+def _add_audit() -> None:
+    from traza.cli_audit import audit_cli, subjects_cli
+
+    cli.add_typer(audit_cli, name="audit")
+    cli.add_typer(subjects_cli, name="subjects")
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -370,6 +377,7 @@ def main() -> None:
 
 _add_operations()
 _add_replay()
+_add_audit()
 
 if __name__ == "__main__":
     main()

@@ -6,14 +6,16 @@ everything else (every message, status and decision) lives here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -234,10 +236,18 @@ class Handoff(Base):
 
 
 class TraceEvent(Base):
-    """One step of a conversation: who did what, when, why, how long, which checkpoint."""
+    """One step of a conversation: who did what, when, why, how long, which checkpoint.
+
+    Append-only and hash-chained per conversation: a trigger sets `seq`, `data_hash`,
+    `prev_hash` and `hash` on insert and refuses UPDATE and DELETE (`traza.audit.chain`).
+    """
 
     __tablename__ = "trace_events"
-    __table_args__ = (Index("ix_trace_events_conversation", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_trace_events_conversation", "conversation_id", "id"),
+        # One chain per conversation, and one (0) for events without a conversation.
+        Index("uq_trace_events_chain", text("coalesce(conversation_id, 0)"), "seq", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
@@ -250,6 +260,29 @@ class TraceEvent(Base):
     thread_id: Mapped[str | None] = mapped_column(String(64))
     step: Mapped[int | None] = mapped_column(Integer)
     llm: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    seq: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue())
+    """Position in the conversation's chain (events without a conversation: one chain)."""
+    data_hash: Mapped[bytes] = mapped_column(LargeBinary, server_default=FetchedValue())
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary, server_default=FetchedValue())
+    hash: Mapped[bytes] = mapped_column(LargeBinary, server_default=FetchedValue())
+
+
+class AuditAnchor(Base):
+    """A hash over the chain heads that moved since the previous anchor, chained to it."""
+
+    __tablename__ = "audit_anchors"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, index=True)
+    created_at: Mapped[datetime] = _now()
+    created_by: Mapped[str] = mapped_column(String(200))
+    events: Mapped[int] = mapped_column(BigInteger)
+    """Events newly covered by this anchor."""
+    chains: Mapped[int] = mapped_column(Integer)
+    heads: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
+    """`[conversation_id, seq, hash hex]` of each chain head that moved."""
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Team(Base):

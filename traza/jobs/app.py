@@ -8,6 +8,7 @@ import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
 from traza.db.engine import database_dsn
+from traza.metrics import measure_job
 
 
 def _pool(**kwargs: Any) -> AsyncConnectionPool:
@@ -18,7 +19,14 @@ def _pool(**kwargs: Any) -> AsyncConnectionPool:
 
 app = procrastinate.App(
     connector=procrastinate.PsycopgConnector(pool_factory=_pool),
-    import_paths=["traza.jobs.tasks", "traza.jobs.operations", "traza.jobs.recruiting"],
+    import_paths=[
+        "traza.jobs.tasks",
+        "traza.jobs.operations",
+        "traza.jobs.recruiting",
+        "traza.jobs.audit",
+    ],
+    # Every worker (serve, worker, tests) observes how late each scheduled job starts.
+    worker_defaults={"worker_middleware": [measure_job]},
 )
 
 
