@@ -221,8 +221,6 @@ async def test_agents_may_not_replay(client: httpx.AsyncClient, graph: GraphAPI)
     await say(client, "Quiero hablar con una persona")
     cid = await conversation_id(client)
 
-    response = await client.post(
-        f"/conversations/{cid}/replay", headers=headers
-    )
+    response = await client.post(f"/conversations/{cid}/replay", headers=headers)
 
     assert response.status_code == 403

@@ -28,6 +28,9 @@ def _add_operations() -> None:
     cli.add_typer(agents_cli, name="agents")
     cli.add_typer(teams_cli, name="teams")
     cli.add_typer(rules_cli, name="rules")
+    from traza.cli_recruiting import candidates_cli
+
+    cli.add_typer(candidates_cli, name="candidates")
 
 
 def _add_replay() -> None:
@@ -376,8 +379,8 @@ def main() -> None:
 
 
 _add_operations()
-_add_replay()
 _add_audit()
+_add_replay()
 
 if __name__ == "__main__":
     main()
