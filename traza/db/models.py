@@ -582,3 +582,13 @@ class FollowUp(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
     fired_at: Mapped[datetime | None]
+
+
+# Reports select by time: one index per table and period column they filter on.
+Index("ix_conversations_created_at", Conversation.created_at)
+Index("ix_messages_created_at", Message.created_at)
+Index("ix_handoffs_created_at", Handoff.created_at)
+Index("ix_sla_timers_stopped_at", SlaTimer.stopped_at)
+Index("ix_csat_ratings_created_at", CsatRating.created_at)
+# The talent-pool import finds candidates by e-mail when it has no id or number.
+Index("ix_candidates_email", Candidate.email)
