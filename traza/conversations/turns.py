@@ -228,15 +228,18 @@ async def run_followup(conversation_id: int, followup: dict[str, Any]) -> int | 
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None:
                 raise ConversationNotFound(conversation_id)
-            thread_id = conversation.thread_id
-        if await waiting_interrupts(thread_id):
+            thread_id, owner = conversation.thread_id, conversation.owner
+        if owner == "human":  # a human owns it (the graph waits for them): the bot is silent
             return None
         graph = await conversation_graph()
         with turn_scope() as scope:
+            # Checkpointed once, when the turn ends: a proactive turn has no human step to
+            # resume, and a crash re-runs it whole (its send is keyed by the follow-up).
             await graph.ainvoke(
                 {"turn": [], "followup": followup},
                 config=thread_config(thread_id),
                 context=run_context(),
+                durability="exit",
             )
             if scope.events:
                 async with session_scope() as session:

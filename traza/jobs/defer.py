@@ -15,12 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 OPS_QUEUE = "operations"
 
+# A job due later gets a priority below 0 that rises with how early it is due (minus its
+# due minute since the epoch). procrastinate fetches by (priority DESC, id): with every
+# timer at 0, each fetch walked past all the not-yet-due timers queued before the due
+# ones (100,000 follow-ups planned days ahead: ~100 ms a fetch). Now due timers come
+# first, earliest due first, and work due now (turns, deliveries) still goes before them.
+TIMER_PRIORITY = "-CAST(floor(extract(epoch FROM {due}) / 60) AS integer)"
+
 DEFER = text(
-    """
+    f"""
+    WITH due AS (SELECT now() + make_interval(secs => :delay) AS at)
     INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock,
                                     args, scheduled_at)
-    VALUES (:queue, :task, 0, :lock, :qlock, CAST(:args AS jsonb),
-            now() + make_interval(secs => :delay))
+    SELECT :queue, :task,
+           CASE WHEN :delay > 0 THEN {TIMER_PRIORITY.format(due="due.at")} ELSE 0 END,
+           :lock, :qlock, CAST(:args AS jsonb), due.at
+      FROM due
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
     RETURNING id
     """
