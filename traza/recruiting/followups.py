@@ -163,10 +163,25 @@ REPLIES_SQL = text(
 )
 
 
+# The candidate's open conversation and who owns it.
+OPEN_CONVERSATION_SQL = text(
+    "SELECT id, owner FROM conversations WHERE contact_id = :c AND status = 'open' "
+    "ORDER BY id DESC LIMIT 1"
+)
+
+
 async def _why_not(
-    session: AsyncSession, followup: FollowUp, agent: Agent | None, candidate: Candidate
+    session: AsyncSession,
+    followup: FollowUp,
+    agent: Agent | None,
+    candidate: Candidate,
+    *,
+    owner: str | None,
 ) -> tuple[str, str] | None:
-    """(status, reason) when the follow-up must not be sent now; None when it may."""
+    """(status, reason) when the follow-up must not be sent now; None when it may.
+
+    `owner`: the owner of the candidate's open conversation, if there is one.
+    """
     if agent is None:
         return "cancelled", f"agent '{followup.agent}' is no longer configured"
     contact = await session.get(Contact, candidate.contact_id) if candidate.contact_id else None
@@ -191,15 +206,6 @@ async def _why_not(
             and interview.status == "completed"
         ):
             return "skipped", "stale: the interview already happened"
-    owner = (
-        await session.execute(
-            text(
-                "SELECT owner FROM conversations WHERE contact_id = :c AND status = 'open' "
-                "ORDER BY id DESC LIMIT 1"
-            ),
-            {"c": candidate.contact_id},
-        )
-    ).scalar_one_or_none()
     if owner == "human":
         return "skipped", "a human owns the conversation"
     if candidate.contact_id is not None:
@@ -241,8 +247,12 @@ async def fire(followup_id: int) -> str:
         candidate = await session.get(Candidate, followup.candidate_id)
         assert candidate is not None
         agent = agents.get(followup.agent)
-        cid = await conversation_of(session, candidate.id)
-        verdict = await _why_not(session, followup, agent, candidate)
+        open_conversation = (
+            await session.execute(OPEN_CONVERSATION_SQL, {"c": candidate.contact_id})
+        ).first()
+        cid = open_conversation.id if open_conversation else None
+        owner = open_conversation.owner if open_conversation else None
+        verdict = await _why_not(session, followup, agent, candidate, owner=owner)
         if verdict is not None:
             followup.status, followup.reason = verdict
             followup.fired_at = now
@@ -295,6 +305,9 @@ async def fire(followup_id: int) -> str:
                 actor=actor(agent.name),
                 data={"followup_id": followup.id, "interview_id": followup.interview_id},
             )
+        else:  # read once, in the transaction that marks it fired
+            payload = await _payload(session, followup, agent, candidate)
+            conversation_id = await ensure_conversation(session, agent, candidate, existing=cid)
     if followup.trigger == "interview_unconfirmed":
         if cid is not None and agent.trigger("interview_unconfirmed").alert == "handoff":
             from traza.conversations.turns import hand_over
@@ -306,13 +319,6 @@ async def fire(followup_id: int) -> str:
                 created_by=actor(agent.name),
             )
         return f"follow-up {followup_id}: team alerted"
-    async with session_scope() as session:
-        followup = await session.get(FollowUp, followup_id, with_for_update=True)
-        assert followup is not None
-        candidate = await session.get(Candidate, followup.candidate_id)
-        assert candidate is not None
-        payload = await _payload(session, followup, agent, candidate)
-        conversation_id = await ensure_conversation(session, agent, candidate)
     if conversation_id is None:
         reason = (
             "no WhatsApp contact: every follow-up, on any channel, lives in the candidate's "
@@ -384,30 +390,38 @@ async def channel_plan(
     return plan or [agent.channels[0]], not_now
 
 
+# The agent's inbox (created when named and new), else the first inbox, in one round trip.
+INBOX_SQL = text(
+    """
+    WITH made AS (
+      INSERT INTO inboxes (phone_number_id) SELECT CAST(:pn AS text) WHERE :pn IS NOT NULL
+      ON CONFLICT (phone_number_id) DO NOTHING RETURNING id
+    )
+    SELECT id FROM made
+    UNION ALL
+    (SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn
+      ORDER BY id LIMIT 1)
+    LIMIT 1
+    """
+)
+
+
 async def ensure_conversation(
-    session: AsyncSession, agent: Agent, candidate: Candidate
+    session: AsyncSession,
+    agent: Agent,
+    candidate: Candidate,
+    *,
+    existing: int | None = None,
 ) -> int | None:
-    """The candidate's open conversation, started on the agent's inbox when there is none."""
-    existing = await conversation_of(session, candidate.id)
+    """The candidate's open conversation, started on the agent's inbox when there is none.
+
+    `existing`: the open conversation when the caller has just looked it up.
+    """
+    if existing is None:
+        existing = await conversation_of(session, candidate.id)
     if existing is not None or candidate.contact_id is None:
         return existing
-    if agent.inbox:
-        await session.execute(
-            text(
-                "INSERT INTO inboxes (phone_number_id) VALUES (:pn) "
-                "ON CONFLICT (phone_number_id) DO NOTHING"
-            ),
-            {"pn": agent.inbox},
-        )
-    inbox_id = (
-        await session.execute(
-            text(
-                "SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn "
-                "ORDER BY id LIMIT 1"
-            ),
-            {"pn": agent.inbox},
-        )
-    ).scalar_one_or_none()
+    inbox_id = (await session.execute(INBOX_SQL, {"pn": agent.inbox})).scalar_one_or_none()
     if inbox_id is None:
         log.warning("agent %s: no WhatsApp inbox to write from", agent.name)
         return None
