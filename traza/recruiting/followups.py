@@ -228,11 +228,33 @@ async def _why_not(
     return None
 
 
+async def _load(session: AsyncSession, followup_id: int) -> tuple[Any, ...] | None:
+    """The follow-up (first), locked, with everything its checks read, in one statement.
+
+    The candidate, contact, application, vacancy and interview land in the session, where
+    the checks and the payload find them without another round trip.
+    """
+    row = (
+        await session.execute(
+            select(FollowUp, Candidate, Contact, Application, Vacancy, Interview)
+            .join(Candidate, Candidate.id == FollowUp.candidate_id)
+            .outerjoin(Contact, Contact.id == Candidate.contact_id)
+            .outerjoin(Application, Application.id == FollowUp.application_id)
+            .outerjoin(Vacancy, Vacancy.id == Application.vacancy_id)
+            .outerjoin(Interview, Interview.id == FollowUp.interview_id)
+            .where(FollowUp.id == followup_id)
+            .with_for_update(of=FollowUp)
+        )
+    ).first()
+    return tuple(row) if row else None
+
+
 async def fire(followup_id: int) -> str:
     """Run a follow-up's job: re-check, wait for contact hours, or send through the graph."""
     agents = active_agents()
     async with session_scope() as session:
-        followup = await session.get(FollowUp, followup_id, with_for_update=True)
+        loaded = await _load(session, followup_id)  # held: the session maps objects weakly
+        followup = loaded[0] if loaded else None
         if followup is None or followup.status != "scheduled":
             return f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
         now = clock.now()
