@@ -427,6 +427,8 @@ INBOX_SQL = text(
     """
 )
 
+INBOX_AGAIN_SQL = text("SELECT id FROM inboxes WHERE phone_number_id = :pn")
+
 
 async def ensure_conversation(
     session: AsyncSession,
@@ -444,12 +446,16 @@ async def ensure_conversation(
     if existing is not None or candidate.contact_id is None:
         return existing
     inbox_id = (await session.execute(INBOX_SQL, {"pn": agent.inbox})).scalar_one_or_none()
+    if inbox_id is None and agent.inbox:
+        # Another transaction created the inbox while this statement ran: its snapshot
+        # could not see the row, a new statement does.
+        inbox_id = (await session.execute(INBOX_AGAIN_SQL, {"pn": agent.inbox})).scalar()
     if inbox_id is None:
         log.warning("agent %s: no WhatsApp inbox to write from", agent.name)
         return None
     import uuid
 
-    cid: int = (
+    cid: int | None = (
         await session.execute(
             text(
                 "INSERT INTO conversations (inbox_id, contact_id, thread_id) "
