@@ -329,7 +329,9 @@ async def fire(followup_id: int) -> str:
             )
         else:  # read once, in the transaction that marks it fired
             payload = await _payload(session, followup, agent, candidate)
-            conversation_id = await ensure_conversation(session, agent, candidate, existing=cid)
+            conversation_id = await ensure_conversation(
+                session, agent, candidate, existing=cid, looked_up=True
+            )
     if followup.trigger == "interview_unconfirmed":
         if cid is not None and agent.trigger("interview_unconfirmed").alert == "handoff":
             from traza.conversations.turns import hand_over
@@ -436,12 +438,13 @@ async def ensure_conversation(
     candidate: Candidate,
     *,
     existing: int | None = None,
+    looked_up: bool = False,
 ) -> int | None:
     """The candidate's open conversation, started on the agent's inbox when there is none.
 
-    `existing`: the open conversation when the caller has just looked it up.
+    `looked_up`: the caller has just looked for it, and `existing` is what it found.
     """
-    if existing is None:
+    if not looked_up:
         existing = await conversation_of(session, candidate.id)
     if existing is not None or candidate.contact_id is None:
         return existing
