@@ -1,15 +1,17 @@
 """The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright.
 
 The app is served by uvicorn on a free local port, in this test's event loop; the worker
-runs when the test calls `drain()`. Each test leaves a full-page screenshot in
-`docs/screenshots/` (the README shows them). Without /usr/bin/chromium the tests are
-skipped, except in CI (`CI` set), where that is a failure: `.ci/run` installs it.
+runs when the test calls `drain()`. Each test takes full-page screenshots; with
+TRAZA_UPDATE_SCREENSHOTS=1 they replace those in `docs/screenshots/` (the README's).
+Without /usr/bin/chromium the tests are skipped, except in CI (`CI` set), where that is
+a failure: `.ci/run` installs it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -36,7 +38,13 @@ from traza.clock import FrozenClock
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed with TRAZA_UPDATE_SCREENSHOTS=1; otherwise they
+# go to a scratch folder, so a test run leaves the checkout clean.
+SHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("TRAZA_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="traza-screenshots-"))
+)
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -113,7 +121,9 @@ async def new_page(browser: Browser, *, language: str = "es-ES") -> Page:
 
 async def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+    path = SHOTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 1000, f"{path} is empty"
 
 
 async def log_in(page: Page, base: str, key: str, *, next: str = "") -> None:
@@ -236,7 +246,6 @@ CANDIDATES = [
 
 
 def agent_config() -> None:
-    import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="traza-agents-"))
     (folder / "agents").mkdir()
