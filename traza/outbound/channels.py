@@ -153,6 +153,51 @@ def validate_buttons(buttons: list[Button]) -> None:
             raise ValueError(f"button title must be 1-{MAX_BUTTON_TITLE} characters")
 
 
+class PlainTextChannel:
+    """A channel without templates or buttons (e-mail, SMS): everything goes as text.
+
+    Subclasses set `name` and `label` and implement `_send(to, text, callback)`.
+    """
+
+    name = "text"
+    label = "text"
+
+    async def _send(self, to: str, text: str, callback: str) -> str:
+        raise NotImplementedError
+
+    async def send_text(self, *, to: str, text: str, callback: str) -> str:  # noqa: D102
+        return await self._send(to, text, callback)
+
+    async def send_template(  # noqa: D102
+        self,
+        *,
+        to: str,
+        name: str,
+        language: str,
+        params: TemplateParams,
+        callback: str,
+        button_payloads: list[str] | None = None,
+    ) -> str:
+        raise SendError(
+            None, f"a WhatsApp template cannot go by {self.label}: send its text", retryable=False
+        )
+
+    async def send_buttons(  # noqa: D102
+        self, *, to: str, body: str, buttons: list[Button], callback: str
+    ) -> str:
+        validate_buttons(buttons)
+        return await self._send(to, as_plain_text(body, [b.title for b in buttons]), callback)
+
+    async def send_list(  # noqa: D102
+        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
+    ) -> str:
+        validate_list(button, rows)
+        return await self._send(to, as_plain_text(body, [r.title for r in rows]), callback)
+
+    async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
+        return None
+
+
 class WhatsAppChannel:
     """The WhatsApp Cloud API: `POST {api_base}/{phone_number_id}/messages`."""
 

@@ -21,14 +21,7 @@ from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 
-from traza.outbound.channels import (
-    Button,
-    SendError,
-    TemplateParams,
-    as_plain_text,
-    validate_buttons,
-    validate_list,
-)
+from traza.outbound.channels import PlainTextChannel, SendError
 from traza.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 30.0
@@ -58,10 +51,11 @@ def _classify(code: int, title: str) -> SendError:
     return SendError(code, f"SMTP {code}: {title}".strip(), retryable=400 <= code < 500)
 
 
-class EmailChannel:
+class EmailChannel(PlainTextChannel):
     """Plain-text e-mail through the configured SMTP server (`TRAZA_SMTP_*`)."""
 
     name = "email"
+    label = "e-mail"
 
     def __init__(self, *, settings: Settings, subject: str | None = None) -> None:
         assert settings.traza_smtp_host and settings.traza_email_from
@@ -117,35 +111,3 @@ class EmailChannel:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise SendError(None, f"SMTP: {type(exc).__name__}", retryable=True) from None
         return str(message["Message-ID"])
-
-    async def send_text(self, *, to: str, text: str, callback: str) -> str:  # noqa: D102
-        return await self._send(to, text, callback)
-
-    async def send_template(  # noqa: D102
-        self,
-        *,
-        to: str,
-        name: str,
-        language: str,
-        params: TemplateParams,
-        callback: str,
-        button_payloads: list[str] | None = None,
-    ) -> str:
-        raise SendError(
-            None, "a WhatsApp template cannot go by e-mail: send its text", retryable=False
-        )
-
-    async def send_buttons(  # noqa: D102
-        self, *, to: str, body: str, buttons: list[Button], callback: str
-    ) -> str:
-        validate_buttons(buttons)
-        return await self._send(to, as_plain_text(body, [b.title for b in buttons]), callback)
-
-    async def send_list(  # noqa: D102
-        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
-    ) -> str:
-        validate_list(button, rows)
-        return await self._send(to, as_plain_text(body, [r.title for r in rows]), callback)
-
-    async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
-        return None

@@ -27,23 +27,17 @@ from typing import Any
 
 import httpx
 
-from traza.outbound.channels import (
-    Button,
-    SendError,
-    TemplateParams,
-    as_plain_text,
-    validate_buttons,
-    validate_list,
-)
+from traza.outbound.channels import PlainTextChannel, SendError
 from traza.settings import Settings
 
 RATE_LIMITED_STATUS = 429
 
 
-class SmsChannel:
+class SmsChannel(PlainTextChannel):
     """Plain-text SMS through the provider at `TRAZA_SMS_URL`."""
 
     name = "sms"
+    label = "SMS"
 
     def __init__(self, *, client: httpx.AsyncClient, settings: Settings) -> None:
         assert settings.traza_sms_url
@@ -86,35 +80,3 @@ class SmsChannel:
         if found is None:
             raise SendError(None, "the SMS provider answered without a message id", retryable=False)
         return found
-
-    async def send_text(self, *, to: str, text: str, callback: str) -> str:  # noqa: D102
-        return await self._send(to, text, callback)
-
-    async def send_template(  # noqa: D102
-        self,
-        *,
-        to: str,
-        name: str,
-        language: str,
-        params: TemplateParams,
-        callback: str,
-        button_payloads: list[str] | None = None,
-    ) -> str:
-        raise SendError(
-            None, "a WhatsApp template cannot go by SMS: send its text", retryable=False
-        )
-
-    async def send_buttons(  # noqa: D102
-        self, *, to: str, body: str, buttons: list[Button], callback: str
-    ) -> str:
-        validate_buttons(buttons)
-        return await self._send(to, as_plain_text(body, [b.title for b in buttons]), callback)
-
-    async def send_list(  # noqa: D102
-        self, *, to: str, body: str, button: str, rows: list[Button], callback: str
-    ) -> str:
-        validate_list(button, rows)
-        return await self._send(to, as_plain_text(body, [r.title for r in rows]), callback)
-
-    async def mark_read(self, *, message_id: str) -> None:  # noqa: D102
-        return None
