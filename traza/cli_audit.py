@@ -6,7 +6,6 @@ checks an exported trail with no database at all.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from traza.cli_support import fail as _fail
+from traza.cli_support import run_with_database
+
 audit_cli = typer.Typer(no_args_is_help=True, help="Prove what happened: the audit trail.")
 subjects_cli = typer.Typer(
     no_args_is_help=True, help="Data-subject requests: export or erase a contact's data."
@@ -24,26 +26,9 @@ subjects_cli = typer.Typer(
 T = TypeVar("T")
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Migrate, then run `work()` (closing the pool after)."""
-    from traza.cli import _database_ready, _logging
-    from traza.db.engine import dispose_engine
 
-    _logging("warning")
-    _database_ready()
-
-    async def main() -> T:
-        try:
-            return await work()
-        finally:
-            await dispose_engine()
-
-    return asyncio.run(main())
+    return run_with_database(work)
 
 
 def _print_break(problem: Any) -> None:

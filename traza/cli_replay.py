@@ -7,7 +7,6 @@ Exit codes: 0 no differences, 1 differences found (the regression check failed),
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -15,38 +14,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from traza.cli_support import fail as _fail
+from traza.cli_support import run_with_database
+
 checkpoints_cli = typer.Typer(no_args_is_help=True, help="A conversation's LangGraph checkpoints.")
 
 T = TypeVar("T")
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Migrate, then run `work()`; a missing conversation or checkpoint is a clear error."""
-    from traza.cli import _database_ready, _logging
-    from traza.db.engine import dispose_engine
     from traza.replay.runner import ReplayError
-    from traza.runtime import close_graph
 
-    _logging("warning")
-    _database_ready()
-
-    async def main() -> T:
-        try:
-            return await work()
-        finally:
-            await close_graph()
-            await dispose_engine()
-
-    try:
-        return asyncio.run(main())
-    except ReplayError as exc:
-        _fail(str(exc).strip("'\""))
-        raise  # unreachable
+    return run_with_database(work, expected=(ReplayError,))
 
 
 def _since(value: str) -> datetime:
