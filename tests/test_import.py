@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
-from tests.conftest import ROOT, traza_cli
+from tests.conftest import ADMIN, ROOT, traza_cli
 
 DB = psycopg.Connection[Any]
 EXAMPLE = ROOT / "examples" / "talent_pool.csv"
@@ -233,6 +234,43 @@ def test_without_external_ids_a_row_finds_its_candidate_by_number_then_by_email(
     ]
     assert rows[0]["profile"] == {"city": "CDMX"} and rows[1]["profile"] == {"city": "Cali"}
     assert counts(db)["contacts"] == 2
+
+
+async def test_an_ats_event_adopts_the_imported_candidate_with_the_same_number(
+    db: DB, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    pool = write(
+        tmp_path / "pool.csv",
+        "name,phone,consent_source,consent_at",
+        "Diego Morales,+52 55 5555 0201,feria de empleo,2026-01-10T10:00:00-06:00",
+    )
+    assert traza(pool).returncode == 0
+    candidate_event = {
+        "id": "evt-adopt",
+        "type": "application.created",
+        "application_id": "app-9",
+        "candidate": {"external_id": "ats-7", "name": "Diego Morales", "wa_id": "525555550201"},
+        "vacancy": {"external_id": "vac-9", "title": "Analista de Datos"},
+    }
+
+    adopted = await client.post("/recruiting/events", json=candidate_event, headers=ADMIN)
+    someone_else = await client.post(
+        "/recruiting/events",
+        json={
+            **candidate_event,
+            "id": "evt-other",
+            "application_id": "app-10",
+            "candidate": {"external_id": "ats-8", "name": "Otro", "wa_id": "525555550201"},
+        },
+        headers=ADMIN,
+    )
+
+    assert adopted.status_code == 200, adopted.text
+    assert counts(db)["candidates"] == 1 and counts(db)["contacts"] == 1
+    assert candidate(db, "ats-7")["name"] == "Diego Morales"
+    assert someone_else.status_code == 422
+    assert "belongs to candidate 'ats-7'" in someone_else.text
+    assert counts(db)["candidates"] == 1 and counts(db)["applications"] == 1
 
 
 def test_bad_rows_are_reported_by_line_and_column_and_the_rest_is_imported(db: DB, tmp_path):

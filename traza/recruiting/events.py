@@ -128,6 +128,19 @@ async def upsert_candidate(session: AsyncSession, data: CandidateIn) -> Candidat
     candidate = await session.scalar(
         select(Candidate).where(Candidate.external_id == data.external_id).with_for_update()
     )
+    if candidate is None and values.get("wa_id"):
+        # Someone the ATS has not named yet (imported from a talent pool without its id):
+        # the same WhatsApp number is the same person, who now gets the ATS's id.
+        candidate = await session.scalar(
+            select(Candidate).where(Candidate.wa_id == values["wa_id"]).with_for_update()
+        )
+        if candidate is not None and candidate.external_id is not None:
+            raise EventError(
+                f"WhatsApp number {values['wa_id']} belongs to candidate "
+                f"'{candidate.external_id}', not '{data.external_id}'"
+            )
+        if candidate is not None:
+            candidate.external_id = data.external_id
     if candidate is None:
         if data.name is None:
             raise EventError("a new candidate needs a 'name'")
