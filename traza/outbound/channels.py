@@ -153,6 +153,28 @@ def validate_buttons(buttons: list[Button]) -> None:
             raise ValueError(f"button title must be 1-{MAX_BUTTON_TITLE} characters")
 
 
+async def post_json(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """POST `body` to a provider; the response and its JSON object (empty when it has none).
+
+    A failure before the request left is retryable; one after it may have been sent.
+    """
+    try:
+        response = await client.post(url, json=body, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
+    except httpx.HTTPError as exc:
+        raise SendError(
+            None, f"transport: {type(exc).__name__}", retryable=True, maybe_sent=True
+        ) from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    return response, data if isinstance(data, dict) else {}
+
+
 class PlainTextChannel:
     """A channel without templates or buttons (e-mail, SMS): everything goes as text.
 
@@ -212,18 +234,7 @@ class WhatsAppChannel:
         }
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = await self._client.post(self._url, json=body, headers=self._headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
-        except httpx.HTTPError as exc:
-            raise SendError(
-                None, f"transport: {type(exc).__name__}", retryable=True, maybe_sent=True
-            ) from None
-        try:
-            data: dict[str, Any] = response.json()
-        except ValueError:
-            data = {}
+        response, data = await post_json(self._client, self._url, body, self._headers)
         if response.status_code >= 400 or "error" in data:
             error = data.get("error") or {}
             code = error.get("code")

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from traza.outbound.channels import PlainTextChannel, SendError
+from traza.outbound.channels import PlainTextChannel, SendError, post_json
 from traza.settings import Settings
 
 RATE_LIMITED_STATUS = 429
@@ -58,19 +58,7 @@ class SmsChannel(PlainTextChannel):
 
     async def _send(self, to: str, text: str, callback: str) -> str:
         body = self.request(to=to, text=text, reference=callback)
-        try:
-            response = await self._client.post(self._url, json=body, headers=self._headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
-        except httpx.HTTPError as exc:
-            raise SendError(
-                None, f"transport: {type(exc).__name__}", retryable=True, maybe_sent=True
-            ) from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        answer: dict[str, Any] = data if isinstance(data, dict) else {}
+        response, answer = await post_json(self._client, self._url, body, self._headers)
         status = response.status_code
         if status >= 400:
             title = str(answer.get("error") or answer.get("message") or response.reason_phrase)
