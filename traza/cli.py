@@ -10,6 +10,7 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import httpx
@@ -169,6 +170,19 @@ def serve(
     )
 
 
+def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a worker's event loop, on uvloop where it exists (as uvicorn does for serve).
+
+    Every job is a chain of database round trips; uvloop spends less CPU per wake-up.
+    """
+    try:
+        import uvloop
+    except ImportError:  # Windows: uvloop does not build there
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 @cli.command()
 def worker(
     concurrency: Annotated[
@@ -193,7 +207,7 @@ def worker(
 
     typer.echo(f"traza worker {os.getpid()} running; Ctrl+C to stop")
     try:
-        asyncio.run(main())
+        _run_event_loop(main())
     except KeyboardInterrupt:
         pass
 

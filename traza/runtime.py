@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from traza.db.engine import database_dsn
+from traza.settings import get_settings
 
 _pool: AsyncConnectionPool | None = None
 _graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
@@ -32,7 +33,11 @@ async def conversation_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
                 min_size=1,
                 max_size=10,
                 open=False,
-                kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
+                kwargs={
+                    "autocommit": True,
+                    "prepare_threshold": get_settings().prepare_threshold(),
+                    "row_factory": dict_row,
+                },
             )
             await _pool.open(wait=True)
             saver = AsyncPostgresSaver(_pool)  # type: ignore[arg-type]

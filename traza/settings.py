@@ -53,11 +53,19 @@ class Settings(BaseSettings):
     traza_coalesce_seconds: float = Field(default=1.0, ge=0, le=60, alias="TRAZA_COALESCE_SECONDS")
     traza_worker_concurrency: int = Field(default=8, ge=1, le=256, alias="TRAZA_WORKER_CONCURRENCY")
     traza_db_pool_size: int = Field(default=20, ge=1, le=200, alias="TRAZA_DB_POOL_SIZE")
+    # Server-side prepared statements (psycopg prepares a statement after its 5th use on a
+    # connection): PostgreSQL then skips parsing and planning. Off only behind a pooler
+    # that cannot carry them (PgBouncer in transaction mode before 1.21).
+    traza_db_prepared_statements: bool = Field(default=True, alias="TRAZA_DB_PREPARED_STATEMENTS")
     traza_send_max_attempts: int = Field(default=6, ge=1, le=50, alias="TRAZA_SEND_MAX_ATTEMPTS")
     traza_stalled_seconds: float = Field(default=30, ge=2, le=3600, alias="TRAZA_STALLED_SECONDS")
     traza_bot_name: str = Field(default="traza", min_length=1, alias="TRAZA_BOT_NAME")
     # Bearer token `GET /metrics` requires; unset: /metrics is open (keep it off the internet).
     traza_metrics_token: SecretStr | None = Field(default=None, alias="TRAZA_METRICS_TOKEN")
+
+    def prepare_threshold(self) -> int | None:
+        """The `prepare_threshold` of every psycopg pool traza opens (None: never)."""
+        return 5 if self.traza_db_prepared_statements else None
 
     @field_validator("database_url")
     @classmethod

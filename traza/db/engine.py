@@ -54,8 +54,7 @@ def get_engine() -> AsyncEngine:
             # session at once: leave room so they never starve each other.
             max_overflow=settings.traza_db_pool_size + 3 * settings.traza_worker_concurrency,
             pool_pre_ping=False,
-            # Prepared statements do not survive PgBouncer in transaction mode.
-            connect_args={"prepare_threshold": None},
+            connect_args={"prepare_threshold": settings.prepare_threshold()},
         )
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
     return _engine

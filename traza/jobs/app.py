@@ -9,11 +9,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from traza.db.engine import database_dsn
 from traza.metrics import measure_job
+from traza.settings import get_settings
 
 
 def _pool(**kwargs: Any) -> AsyncConnectionPool:
     kwargs.setdefault("min_size", 1)
     kwargs.setdefault("max_size", 10)
+    kwargs.setdefault("kwargs", {"prepare_threshold": get_settings().prepare_threshold()})
     return AsyncConnectionPool(conninfo=database_dsn(), **kwargs)
 
 
