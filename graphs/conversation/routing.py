@@ -10,9 +10,12 @@ from graphs.conversation.state import ConversationState
 def route_after_load_context(
     state: ConversationState,
 ) -> Literal["classify", "write_followup", "__end__"]:
-    """A proactive follow-up is written; an empty turn (a retried job) ends."""
+    """A proactive follow-up is written; an empty turn (a retried job) ends.
+
+    When a human owns the conversation, the bot is silent: the follow-up is not written.
+    """
     if state.get("followup"):
-        return "write_followup"
+        return "__end__" if state.get("owner") == "human" else "write_followup"
     if state.get("turn"):
         return "classify"
     return "__end__"

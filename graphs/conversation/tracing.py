@@ -26,10 +26,14 @@ from traza.db.models import TraceEvent
 
 @dataclass
 class TurnScope:
-    """What one worker turn collects: trace events not yet written, deliveries to run."""
+    """What one worker turn collects: unwritten trace events, deliveries, queued rows.
+
+    `queued`: the outbox rows the turn queued, by idempotency key.
+    """
 
     events: list[dict[str, Any]] = field(default_factory=list)
     deliveries: set[int] = field(default_factory=set)
+    queued: dict[str, int] = field(default_factory=dict)
 
 
 _scope: ContextVar[TurnScope | None] = ContextVar("traza_turn_scope", default=None)

@@ -75,7 +75,11 @@ async def run_turn(conversation_id: int) -> str:
         graph = await conversation_graph()
         with turn_scope() as scope:
             await graph.ainvoke(
-                {"turn": turn}, config=thread_config(thread_id), context=run_context()
+                # A follow-up a proactive turn left unwritten (no template, a human
+                # owner) is not this turn's business.
+                {"turn": turn, "followup": None},
+                config=thread_config(thread_id),
+                context=run_context(),
             )
             if scope.events:  # a path that ended without writing (nothing to send)
                 async with session_scope() as session:
@@ -217,20 +221,18 @@ async def hand_over(
         return {"owner": "human", "waiting_for_human": bool(await waiting_interrupts(thread_id))}
 
 
-async def run_followup(conversation_id: int, followup: dict[str, Any]) -> int | None:
+async def run_followup(
+    conversation_id: int, thread_id: str, followup: dict[str, Any]
+) -> tuple[int | None, bool]:
     """A proactive turn: the graph writes, checks and queues the agent's follow-up.
 
-    Returns the queued message's id, or None when nothing was queued (a guardrail blocked
-    it and the conversation went to a human, or a human owns it).
+    Returns the follow-up's message id and whether this run queued it (`send_reply` then
+    marked the follow-up sent in the same statement). The id is None when nothing was
+    queued: a guardrail blocked it and the conversation went to a human, or a human owns
+    the conversation (`load_context` reads the owner under this lock; the bot is silent).
     """
+    key = f"followup:{followup['id']}"
     async with conversation_lock(conversation_id):
-        async with session_scope() as session:
-            conversation = await session.get(Conversation, conversation_id)
-            if conversation is None:
-                raise ConversationNotFound(conversation_id)
-            thread_id, owner = conversation.thread_id, conversation.owner
-        if owner == "human":  # a human owns it (the graph waits for them): the bot is silent
-            return None
         graph = await conversation_graph()
         with turn_scope() as scope:
             # Checkpointed once, when the turn ends: a proactive turn has no human step to
@@ -244,12 +246,14 @@ async def run_followup(conversation_id: int, followup: dict[str, Any]) -> int | 
             if scope.events:
                 async with session_scope() as session:
                     await flush(session)
-        async with autocommit() as conn:
-            message_id: int | None = (
-                await conn.execute(
-                    text("SELECT id FROM messages WHERE idempotency_key = :k"),
-                    {"k": f"followup:{followup['id']}"},
-                )
-            ).scalar_one_or_none()
+        message_id = scope.queued.get(key)
+        queued_now = message_id is not None
+        if message_id is None:  # queued by an earlier run of this follow-up (a crash), or not
+            async with autocommit() as conn:
+                message_id = (
+                    await conn.execute(
+                        text("SELECT id FROM messages WHERE idempotency_key = :k"), {"k": key}
+                    )
+                ).scalar_one_or_none()
         await deliver_now(conversation_id, scope.deliveries)
-        return message_id
+        return message_id, queued_now

@@ -17,16 +17,27 @@ are its fallback plan, used by the sender if the first turns out unreachable.
 from __future__ import annotations
 
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, text, update
+from sqlalchemy import literal_column, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import Label
 
 from traza import clock, trace
 from traza.db.engine import session_scope
-from traza.db.models import Application, Candidate, Contact, FollowUp, Interview, Vacancy
+from traza.db.models import (
+    Application,
+    Candidate,
+    Contact,
+    Conversation,
+    FollowUp,
+    Interview,
+    Vacancy,
+)
 from traza.jobs.defer import cancel_in, defer_in
 from traza.recruiting.agents import Agent, active_agents, next_contact_time
 
@@ -143,45 +154,11 @@ async def conversation_of(session: AsyncSession, candidate_id: int) -> int | Non
     return cid
 
 
-# Inbound messages after a moment, and proactive messages since the last inbound one.
-REPLIES_SQL = text(
-    """
-    SELECT (SELECT max(m.created_at) FROM messages m JOIN conversations c
-              ON c.id = m.conversation_id
-             WHERE c.contact_id = :contact AND m.direction = 'in') AS last_reply,
-           (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
-             WHERE c.contact_id = :contact AND m.direction = 'out'
-               AND m.idempotency_key LIKE 'followup:%'
-               AND m.content->>'trigger' = ANY(CAST(:attempts AS text[]))
-               AND m.status NOT IN ('failed', 'skipped', 'template_required')
-               AND m.created_at > coalesce(
-                   (SELECT max(i.created_at) FROM messages i JOIN conversations ci
-                       ON ci.id = i.conversation_id
-                     WHERE ci.contact_id = :contact AND i.direction = 'in'),
-                   '-infinity')) AS unanswered
-    """
-)
-
-
-# The candidate's open conversation and who owns it.
-OPEN_CONVERSATION_SQL = text(
-    "SELECT id, owner FROM conversations WHERE contact_id = :c AND status = 'open' "
-    "ORDER BY id DESC LIMIT 1"
-)
-
-
 async def _why_not(
-    session: AsyncSession,
-    followup: FollowUp,
-    agent: Agent | None,
-    candidate: Candidate,
-    *,
-    owner: str | None,
+    session: AsyncSession, loaded: _Loaded, agent: Agent | None
 ) -> tuple[str, str] | None:
-    """(status, reason) when the follow-up must not be sent now; None when it may.
-
-    `owner`: the owner of the candidate's open conversation, if there is one.
-    """
+    """(status, reason) when the follow-up must not be sent now; None when it may."""
+    followup, candidate, owner = loaded.followup, loaded.candidate, loaded.owner
     if agent is None:
         return "cancelled", f"agent '{followup.agent}' is no longer configured"
     contact = await session.get(Contact, candidate.contact_id) if candidate.contact_id else None
@@ -209,44 +186,93 @@ async def _why_not(
     if owner == "human":
         return "skipped", "a human owns the conversation"
     if candidate.contact_id is not None:
-        row = (
-            await session.execute(
-                REPLIES_SQL, {"contact": candidate.contact_id, "attempts": ATTEMPTS}
-            )
-        ).one()
         if (
             followup.trigger in ANSWER_MOOTS
-            and row.last_reply
-            and row.last_reply > followup.created_at
+            and loaded.last_reply
+            and loaded.last_reply > followup.created_at
         ):
             return "skipped", "the candidate answered"
-        if row.unanswered >= agent.limits.max_attempts:
+        if loaded.unanswered >= agent.limits.max_attempts:
             return "paused", (
-                f"{row.unanswered} messages without an answer "
+                f"{loaded.unanswered} messages without an answer "
                 f"(limit {agent.limits.max_attempts}): paused until the candidate writes"
             )
     return None
 
 
-async def _load(session: AsyncSession, followup_id: int) -> tuple[Any, ...] | None:
-    """The follow-up (first), locked, with everything its checks read, in one statement.
+# The candidate's open conversation (LATERAL: the newest), and the answers the checks
+# count, by the candidate's contact (`candidates.contact_id` of the row being loaded).
+_OPEN = (
+    select(Conversation.id, Conversation.owner, Conversation.thread_id)
+    .where(Conversation.contact_id == Candidate.contact_id, Conversation.status == "open")
+    .order_by(Conversation.id.desc())
+    .limit(1)
+    .lateral("open_conversation")
+)
+_LAST_REPLY: Label[Any] = literal_column(
+    "(SELECT max(m.created_at) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " WHERE c.contact_id = candidates.contact_id AND m.direction = 'in')"
+).label("last_reply")
+_UNANSWERED: Label[Any] = literal_column(
+    "(SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " WHERE c.contact_id = candidates.contact_id AND m.direction = 'out'"
+    " AND m.idempotency_key LIKE 'followup:%'"
+    f" AND m.content->>'trigger' IN ({', '.join(repr(t) for t in ATTEMPTS)})"
+    " AND m.status NOT IN ('failed', 'skipped', 'template_required')"
+    " AND m.created_at > coalesce((SELECT max(i.created_at) FROM messages i"
+    " JOIN conversations ci ON ci.id = i.conversation_id"
+    " WHERE ci.contact_id = candidates.contact_id AND i.direction = 'in'), '-infinity'))"
+).label("unanswered")
+
+
+@dataclass
+class _Loaded:
+    """What `fire` reads in its first statement."""
+
+    followup: FollowUp
+    candidate: Candidate
+    # Held so the session's (weak) identity map keeps them for `session.get`.
+    others: tuple[Any, ...]
+    conversation_id: int | None
+    owner: str | None
+    thread_id: str | None
+    last_reply: datetime | None
+    unanswered: int
+
+
+async def _load(session: AsyncSession, followup_id: int) -> _Loaded | None:
+    """The follow-up, locked, with everything its checks read, in one statement.
 
     The candidate, contact, application, vacancy and interview land in the session, where
-    the checks and the payload find them without another round trip.
+    the checks and the payload find them without another round trip; so do the open
+    conversation and the candidate's answers.
     """
     row = (
         await session.execute(
             select(FollowUp, Candidate, Contact, Application, Vacancy, Interview)
+            .add_columns(_OPEN.c.id, _OPEN.c.owner, _OPEN.c.thread_id, _LAST_REPLY, _UNANSWERED)
             .join(Candidate, Candidate.id == FollowUp.candidate_id)
             .outerjoin(Contact, Contact.id == Candidate.contact_id)
             .outerjoin(Application, Application.id == FollowUp.application_id)
             .outerjoin(Vacancy, Vacancy.id == Application.vacancy_id)
             .outerjoin(Interview, Interview.id == FollowUp.interview_id)
+            .outerjoin(_OPEN, true())
             .where(FollowUp.id == followup_id)
             .with_for_update(of=FollowUp)
         )
     ).first()
-    return tuple(row) if row else None
+    if row is None:
+        return None
+    return _Loaded(
+        followup=row[0],
+        candidate=row[1],
+        others=tuple(row[2:6]),
+        conversation_id=row[6],
+        owner=row[7],
+        thread_id=row[8],
+        last_reply=row[9],
+        unanswered=int(row[10] or 0),
+    )
 
 
 async def fire(followup_id: int) -> str:
@@ -254,8 +280,8 @@ async def fire(followup_id: int) -> str:
     agents = active_agents()
     async with session_scope() as session:
         loaded = await _load(session, followup_id)  # held: the session maps objects weakly
-        followup = loaded[0] if loaded else None
-        if followup is None or followup.status != "scheduled":
+        followup = loaded.followup if loaded else None
+        if loaded is None or followup is None or followup.status != "scheduled":
             return f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
         now = clock.now()
         if followup.due_at > now:  # early (a re-armed job, clock skew): wait again
@@ -266,15 +292,10 @@ async def fire(followup_id: int) -> str:
                 delay=clock.delay_until(followup.due_at),
             )
             return f"follow-up {followup_id} not due yet"
-        candidate = await session.get(Candidate, followup.candidate_id)
-        assert candidate is not None
+        candidate = loaded.candidate
         agent = agents.get(followup.agent)
-        open_conversation = (
-            await session.execute(OPEN_CONVERSATION_SQL, {"c": candidate.contact_id})
-        ).first()
-        cid = open_conversation.id if open_conversation else None
-        owner = open_conversation.owner if open_conversation else None
-        verdict = await _why_not(session, followup, agent, candidate, owner=owner)
+        cid = loaded.conversation_id
+        verdict = await _why_not(session, loaded, agent)
         if verdict is not None:
             followup.status, followup.reason = verdict
             followup.fired_at = now
@@ -315,8 +336,8 @@ async def fire(followup_id: int) -> str:
                 },
             )
             return f"follow-up {followup_id} deferred to {opens.isoformat()}"
-        followup.fired_at = now
         if followup.trigger == "interview_unconfirmed":
+            followup.fired_at = now
             alert = agent.trigger("interview_unconfirmed").alert
             followup.status = "sent" if alert == "handoff" else "skipped"
             followup.reason = "the candidate has not confirmed: the team is alerted"
@@ -329,8 +350,8 @@ async def fire(followup_id: int) -> str:
             )
         else:  # read once, in the transaction that marks it fired
             payload = await _payload(session, followup, agent, candidate)
-            conversation_id = await ensure_conversation(
-                session, agent, candidate, existing=cid, looked_up=True
+            opened = await open_conversation(
+                session, agent, candidate, loaded=loaded, fired=(followup.id, now)
             )
     if followup.trigger == "interview_unconfirmed":
         if cid is not None and agent.trigger("interview_unconfirmed").alert == "handoff":
@@ -343,7 +364,7 @@ async def fire(followup_id: int) -> str:
                 created_by=actor(agent.name),
             )
         return f"follow-up {followup_id}: team alerted"
-    if conversation_id is None:
+    if opened is None:
         reason = (
             "no WhatsApp contact: every follow-up, on any channel, lives in the candidate's "
             "conversation, which needs one"
@@ -353,9 +374,11 @@ async def fire(followup_id: int) -> str:
         return await _finish(followup_id, "skipped", reason)
     from traza.conversations.turns import run_followup
 
-    message_id = await run_followup(conversation_id, payload)
+    message_id, marked = await run_followup(*opened, payload)
     if message_id is None:
         return await _finish(followup_id, "skipped", "not sent (see the conversation's trace)")
+    if marked:  # the statement that queued the message marked the follow-up sent
+        return f"follow-up {followup_id} sent"
     return await _finish(
         followup_id, "sent", None, message_id=message_id, channel=payload["channels"][0]
     )
@@ -414,60 +437,93 @@ async def channel_plan(
     return plan or [agent.channels[0]], not_now
 
 
-# The agent's inbox (created when named and new), else the first inbox, in one round trip.
-INBOX_SQL = text(
+# A new conversation for the candidate, on the agent's inbox (created when named and
+# new) or else the first inbox, and the follow-up marked fired: one round trip.
+OPEN_SQL = text(
     """
     WITH made AS (
       INSERT INTO inboxes (phone_number_id) SELECT CAST(:pn AS text) WHERE :pn IS NOT NULL
       ON CONFLICT (phone_number_id) DO NOTHING RETURNING id
+    ), inbox AS (
+      SELECT id FROM made
+      UNION ALL
+      (SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn
+        ORDER BY id LIMIT 1)
+      LIMIT 1
+    ), fired AS (
+      UPDATE followups SET fired_at = :now WHERE id = CAST(:followup AS bigint)
     )
-    SELECT id FROM made
-    UNION ALL
-    (SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn
-      ORDER BY id LIMIT 1)
-    LIMIT 1
+    INSERT INTO conversations (inbox_id, contact_id, thread_id)
+    SELECT id, :c, :t FROM inbox
+    ON CONFLICT DO NOTHING
+    RETURNING id, thread_id
     """
 )
-
 INBOX_AGAIN_SQL = text("SELECT id FROM inboxes WHERE phone_number_id = :pn")
+CONVERSATION_SQL = text(
+    "INSERT INTO conversations (inbox_id, contact_id, thread_id) VALUES (:i, :c, :t) "
+    "ON CONFLICT DO NOTHING RETURNING id, thread_id"
+)
+OPEN_AGAIN_SQL = text(
+    "SELECT id, thread_id FROM conversations WHERE contact_id = :c AND status = 'open' "
+    "ORDER BY id DESC LIMIT 1"
+)
 
 
-async def ensure_conversation(
+async def open_conversation(
     session: AsyncSession,
     agent: Agent,
     candidate: Candidate,
     *,
-    existing: int | None = None,
-    looked_up: bool = False,
-) -> int | None:
-    """The candidate's open conversation, started on the agent's inbox when there is none.
+    loaded: _Loaded,
+    fired: tuple[int, datetime],
+) -> tuple[int, str] | None:
+    """(id, thread id) of the candidate's open conversation, started when there is none.
 
-    `looked_up`: the caller has just looked for it, and `existing` is what it found.
+    A new one is on the agent's inbox. None when there is no WhatsApp contact or no inbox
+    to write from. Marks the follow-up fired (`fired`: its id and time) in the same round
+    trip.
     """
-    if not looked_up:
-        existing = await conversation_of(session, candidate.id)
-    if existing is not None or candidate.contact_id is None:
-        return existing
-    inbox_id = (await session.execute(INBOX_SQL, {"pn": agent.inbox})).scalar_one_or_none()
-    if inbox_id is None and agent.inbox:
-        # Another transaction created the inbox while this statement ran: its snapshot
-        # could not see the row, a new statement does.
-        inbox_id = (await session.execute(INBOX_AGAIN_SQL, {"pn": agent.inbox})).scalar()
-    if inbox_id is None:
+    followup_id, now = fired
+    if candidate.contact_id is None or (
+        loaded.conversation_id is not None and loaded.thread_id is not None
+    ):
+        await session.execute(
+            update(FollowUp).where(FollowUp.id == followup_id).values(fired_at=now)
+        )
+        if loaded.conversation_id is None or loaded.thread_id is None:
+            return None
+        return loaded.conversation_id, loaded.thread_id
+    new_thread = f"wa-{uuid.uuid4().hex}"
+    row = (
+        await session.execute(
+            OPEN_SQL,
+            {
+                "pn": agent.inbox,
+                "now": now,
+                "followup": followup_id,
+                "c": candidate.contact_id,
+                "t": new_thread,
+            },
+        )
+    ).first()
+    if row is not None:
+        return row.id, row.thread_id
+    # Rare: another transaction created the inbox while the statement ran (its snapshot
+    # could not see the row; a new statement does), or opened a conversation first.
+    inbox_id = (await session.execute(INBOX_AGAIN_SQL, {"pn": agent.inbox})).scalar()
+    if inbox_id is None and agent.inbox is None:
         log.warning("agent %s: no WhatsApp inbox to write from", agent.name)
         return None
-    import uuid
-
-    cid: int | None = (
-        await session.execute(
-            text(
-                "INSERT INTO conversations (inbox_id, contact_id, thread_id) "
-                "VALUES (:i, :c, :t) ON CONFLICT DO NOTHING RETURNING id"
-            ),
-            {"i": inbox_id, "c": candidate.contact_id, "t": f"wa-{uuid.uuid4().hex}"},
-        )
-    ).scalar_one_or_none() or await conversation_of(session, candidate.id)
-    return cid
+    if inbox_id is not None:
+        row = (
+            await session.execute(
+                CONVERSATION_SQL, {"i": inbox_id, "c": candidate.contact_id, "t": new_thread}
+            )
+        ).first()
+    if row is None:
+        row = (await session.execute(OPEN_AGAIN_SQL, {"c": candidate.contact_id})).first()
+    return (row.id, row.thread_id) if row is not None else None
 
 
 async def _payload(

@@ -17,8 +17,8 @@ from traza.db.engine import autocommit
 from traza.jobs.tasks import schedule_delivery
 
 # One statement: the outbox row (unique on its key, so a retried turn queues nothing new),
-# "these messages are answered", and the turn's trace — buffered events plus the two this
-# node adds — commit together.
+# "these messages are answered", the follow-up it carries marked sent, and the turn's
+# trace — buffered events plus the two this node adds — commit together.
 WRITE_REPLY = text(
     """
     WITH m AS (
@@ -28,6 +28,10 @@ WRITE_REPLY = text(
               :channel)
       ON CONFLICT (idempotency_key) DO NOTHING
       RETURNING id
+    ), followup AS (
+      UPDATE followups SET status = 'sent', reason = NULL, message_id = m.id, channel = :channel
+        FROM m
+       WHERE followups.id = CAST(:followup AS bigint)
     ), answered AS (
       UPDATE messages SET processed_at = now()
        WHERE id = ANY(CAST(:ids AS bigint[])) AND processed_at IS NULL
@@ -73,8 +77,9 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     scope = current_scope()
     buffered = list(scope.events) if scope else []
     thread, step = run_position()
+    followup = (state.get("followup") or {}).get("id")
     async with autocommit() as conn:
-        (
+        message_id: int | None = (
             await conn.execute(
                 WRITE_REPLY,
                 {
@@ -92,10 +97,13 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
                     "ms": round((time.perf_counter() - started) * 1000, 3),
                     "thread": thread,
                     "step": step,
+                    "followup": followup,
                 },
             )
         ).scalar_one_or_none()
     if scope is not None:
         del scope.events[: len(buffered)]
+        if message_id is not None:
+            scope.queued[key] = message_id
     await schedule_delivery(cid)
     return {"turn": [], "followup": None}
