@@ -7,7 +7,9 @@ Smoke: uv run python bench/bench_followups.py --candidates 2000 --followups 4000
        --rates 10,20 --stage-seconds 10
 
 What runs, as a user runs it:
-- a scratch database migrated by `traza db upgrade`;
+- a scratch database migrated by `traza db upgrade`, on the local PostgreSQL by its Unix
+  socket (else 127.0.0.1:5432, else an embedded server; `TRAZA_BENCH_SERVER=<uri>` picks
+  one), as the embedded default and a same-host server are reached;
 - `--candidates` candidates, each with a WhatsApp contact, an application at stage
   `interview` and a completed interview, written in bulk with SQL;
 - two follow-ups per candidate, rows exactly like `followups.schedule()` writes them (the
@@ -431,6 +433,7 @@ def run(args: argparse.Namespace) -> None:
         flush=True,
     )
     with scratch_database("traza_bench_followups") as url:
+        print(f"database {url}", flush=True)
         env = {
             **os.environ,
             "DATABASE_URL": url,
