@@ -87,7 +87,11 @@ def _enable_dev_mode() -> Settings:
     return settings
 
 
-def _database_ready() -> str:
+def _database_ready(*, long_running: bool = False) -> str:
+    """Migrate, or fail with one clear line.
+
+    `long_running` (serve, worker): also warn about server settings that slow traza down.
+    """
     from traza.db.engine import database_dsn
     from traza.db.migrate import upgrade
 
@@ -97,6 +101,10 @@ def _database_ready() -> str:
     except Exception as exc:  # a clear line, not a traceback, for the person at the shell
         _fail(f"database not ready: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
     _rules_ready(dsn)
+    from traza.db.migrate import server_warnings
+
+    for warning in server_warnings(dsn) if long_running else []:
+        typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW, err=True)
     where = "embedded PostgreSQL in " + str(_settings().traza_home / "pgdata")
     return where if not _settings().database_url else "DATABASE_URL"
 
@@ -139,7 +147,7 @@ def serve(
 
     _logging(log_level)
     settings = _enable_dev_mode() if dev else _settings()
-    where = _database_ready()
+    where = _database_ready(long_running=True)
     from api.main import create_app
 
     base = f"http://{host}:{port}"
@@ -194,7 +202,7 @@ def worker(
     """Run a job worker (turns, deliveries, timers) against the same database."""
     _logging(log_level)
     settings = _settings()
-    _database_ready()
+    _database_ready(long_running=True)
     from api.main import run_worker
     from traza.jobs.app import app as jobs
 

@@ -6,10 +6,16 @@ the session factory, procrastinate's pool and the LangGraph checkpointer all use
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
+from typing import Any
 
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -17,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.elements import TextClause
 
 from traza.db.embedded import start_embedded
 from traza.settings import get_settings
@@ -81,10 +88,64 @@ async def autocommit() -> AsyncIterator[AsyncConnection]:
         yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
+# The hot path's statements (each follow-up and turn runs a handful, one round trip each)
+# go straight to psycopg: SQLAlchemy's async layer (greenlet switch, compile cache lookup,
+# result wrapping, autocommit toggled on every checkout) costs more CPU than the driver.
+_direct_pool: AsyncConnectionPool[Any] | None = None
+_direct_ready: asyncio.Future[None] | None = None
+
+
+@asynccontextmanager
+async def direct() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A psycopg connection in autocommit mode whose rows have attribute access.
+
+    Run SQLAlchemy `text()` statements on it with `run(conn, STATEMENT, params)`.
+    """
+    global _direct_pool, _direct_ready
+    if _direct_pool is None:
+        settings = get_settings()
+        _direct_pool = AsyncConnectionPool(
+            conninfo=database_dsn(),
+            min_size=1,
+            # A running job may hold a conversation lock here while it runs statements.
+            max_size=settings.traza_db_pool_size + 2 * settings.traza_worker_concurrency,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": settings.prepare_threshold(),
+                "row_factory": namedtuple_row,
+            },
+        )
+        _direct_ready = asyncio.ensure_future(_direct_pool.open(wait=True))
+    assert _direct_ready is not None
+    await asyncio.shield(_direct_ready)
+    async with _direct_pool.connection() as conn:
+        yield conn
+
+
+@lru_cache(maxsize=256)
+def _psycopg_sql(statement: TextClause) -> str:
+    """A `text()` statement in psycopg's placeholder style (`:name` → `%(name)s`)."""
+    return str(statement.compile(dialect=psycopg_dialect.dialect()))  # type: ignore[no-untyped-call]
+
+
+async def run(
+    conn: psycopg.AsyncConnection[Any], statement: TextClause, params: dict[str, Any]
+) -> psycopg.AsyncCursor[Any]:
+    """Execute a SQLAlchemy `text()` statement on a `direct()` connection."""
+    return await conn.execute(_psycopg_sql(statement), params)
+
+
 async def dispose_engine() -> None:
-    """Close the pool (at shutdown, and between tests that change settings)."""
-    global _engine, _sessionmaker
+    """Close the pools (at shutdown, and between tests that change settings)."""
+    global _engine, _sessionmaker, _direct_pool, _direct_ready
     if _engine is not None:
         await _engine.dispose()
     _engine = None
     _sessionmaker = None
+    if _direct_pool is not None:
+        pool, ready = _direct_pool, _direct_ready
+        _direct_pool = _direct_ready = None
+        if ready is not None and not ready.done():
+            ready.cancel()
+        await pool.close()

@@ -7,7 +7,10 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 
-from traza.db.engine import get_engine
+from traza.db.engine import direct, run
+
+LOCK = text("SELECT pg_advisory_lock(:ns, :k)")
+UNLOCK = text("SELECT pg_advisory_unlock(:ns, :k)")
 
 CONVERSATION = 7301  # one graph run or delivery per conversation at a time
 
@@ -15,12 +18,9 @@ CONVERSATION = 7301  # one graph run or delivery per conversation at a time
 @asynccontextmanager
 async def advisory_lock(namespace: int, key: int) -> AsyncIterator[None]:
     """Hold `pg_advisory_lock(namespace, key)` on a connection of its own."""
-    async with get_engine().connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text("SELECT pg_advisory_lock(:ns, :k)"), {"ns": namespace, "k": key})
+    async with direct() as conn:
+        await run(conn, LOCK, {"ns": namespace, "k": key})
         try:
             yield
         finally:
-            await conn.execute(
-                text("SELECT pg_advisory_unlock(:ns, :k)"), {"ns": namespace, "k": key}
-            )
+            await run(conn, UNLOCK, {"ns": namespace, "k": key})

@@ -37,6 +37,20 @@ async def upgrade(dsn: str | None = None) -> None:
         await AsyncPostgresSaver(conn).setup()  # type: ignore[arg-type]
 
 
+def server_warnings(dsn: str) -> list[str]:
+    """What in the server's configuration will hurt traza, one line each."""
+    warnings = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW autovacuum").fetchone()
+    if row and row[0] != "on":
+        warnings.append(
+            "PostgreSQL's autovacuum is off on this server: the job queue's finished jobs "
+            "and stale planner statistics will slow every worker as tables grow. "
+            "Turn it back on (autovacuum = on, PostgreSQL's default)."
+        )
+    return warnings
+
+
 async def _apply_procrastinate_schema(dsn: str) -> None:
     from procrastinate import App, PsycopgConnector
 

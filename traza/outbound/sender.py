@@ -16,6 +16,7 @@ the same checked text, on the plan's next channel (`message.fallback` in the tra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,14 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import trace
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
 from traza.db import locks
-from traza.db.engine import autocommit, session_scope
+from traza.db.engine import direct, run, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Candidate, Contact, Conversation, Inbox, Message, MessageStatus
 from traza.ingest.store import apply_stored_statuses
@@ -60,26 +61,33 @@ FALLBACK_CHANNELS = ("email", "sms")
 # What a message moved to another channel keeps of its content.
 CARRIED = ("followup_id", "trigger", "proactive", "source")
 UNREACHABLE_REASON = "contact is unreachable on WhatsApp (131026)"
-_client: httpx.AsyncClient | None = None
+_client: aiohttp.ClientSession | None = None
+_client_loop: asyncio.AbstractEventLoop | None = None
 
 
 class RetryLater(Exception):
     """A transient failure: the job is retried with backoff."""
 
 
-def http_client() -> httpx.AsyncClient:
-    """The process's shared HTTP client for provider calls."""
-    global _client
-    if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+def http_client() -> aiohttp.ClientSession:
+    """The process's shared HTTP session for provider calls (one per event loop)."""
+    global _client, _client_loop
+    loop = asyncio.get_running_loop()
+    if _client is None or _client.closed or _client_loop is not loop:
+        _client_loop = loop
+        _client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=15.0, sock_connect=5.0),
+            # Keep-alive connections to the provider, at most 100 at once.
+            connector=aiohttp.TCPConnector(limit=100),
+        )
     return _client
 
 
 async def close_http_client() -> None:
-    """Close the shared client (at shutdown)."""
+    """Close the shared session (at shutdown)."""
     global _client
-    if _client is not None:
-        await _client.aclose()
+    if _client is not None and not _client.closed:
+        await _client.close()
     _client = None
 
 
@@ -227,8 +235,8 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
     The common case — queued, allowed, inside the window — costs two statements; the
     rest (a send to adopt, a skip, a template required) goes through `_claim`.
     """
-    async with autocommit() as conn:
-        rows = (await conn.execute(NEXT_SQL, {"cid": conversation_id})).all()
+    async with direct() as conn:
+        rows = await (await run(conn, NEXT_SQL, {"cid": conversation_id})).fetchall()
         if not rows:
             return None, False
         r = rows[0]
@@ -248,7 +256,7 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
             and not _needs_template(r.channel, r.type, r.last_inbound_at)
         )
         if sendable:
-            await conn.execute(MARK_SENDING, {"id": r.id})
+            await run(conn, MARK_SENDING, {"id": r.id})
             return _next(r, conversation_id, to or "", r.phone_number_id), len(rows) > 1
     async with session_scope() as session:
         return await _claim_locked(session, conversation_id), len(rows) > 1
@@ -484,9 +492,10 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
     data = {"channel": channel.name, "wa_message_id": wamid, "by": item.actor}
     if item.channel == "email":
         data["subject"] = subject_for(item.text, item.subject)
-    async with autocommit() as conn:  # one statement, one round trip
-        early_statuses: bool = (
-            await conn.execute(
+    async with direct() as conn:  # one statement, one round trip
+        recorded = await (
+            await run(
+                conn,
                 RECORD_SENT,
                 {
                     "id": item.message_id,
@@ -497,7 +506,10 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
                     "actor": trace.system("sender"),
                 },
             )
-        ).scalar_one()
+        ).fetchone()
+    if recorded is None:  # the row is gone: nothing to mark (it cannot happen under the lock)
+        raise LookupError(f"message {item.message_id} vanished while it was being sent")
+    early_statuses = bool(recorded[0])
     if early_statuses:
         async with session_scope() as session:
             await _apply_known_statuses(session, wamid)

@@ -15,7 +15,7 @@ from graphs.conversation.state import RECENT_WINDOW, ConversationState, InboundI
 from graphs.conversation.tracing import record_step, thread_id
 from traza import trace
 from traza.conversations import repository as repo
-from traza.db.engine import autocommit, session_scope
+from traza.db.engine import direct, run, session_scope
 from traza.db.models import Message
 
 # One round trip: the conversation, its contact, its open handoff and its last messages
@@ -52,8 +52,8 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
     typed_in_studio = any("id" not in i for i in items)
     row = None
     if not typed_in_studio:  # the worker's case: one read, nothing to write
-        async with autocommit() as conn:
-            row = (await conn.execute(CONTEXT_SQL, params)).first()
+        async with direct() as conn:
+            row = await (await run(conn, CONTEXT_SQL, params)).fetchone()
         turn, last_inbound_at = list(items), row.last_inbound_at if row else None
     if row is None:
         async with session_scope() as session:

@@ -13,7 +13,7 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import current_scope, run_position
 from traza import trace
-from traza.db.engine import autocommit
+from traza.db.engine import direct, run
 from traza.jobs.tasks import schedule_delivery
 
 # One statement: the outbox row (unique on its key, so a retried turn queues nothing new),
@@ -78,9 +78,10 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
     buffered = list(scope.events) if scope else []
     thread, step = run_position()
     followup = (state.get("followup") or {}).get("id")
-    async with autocommit() as conn:
-        message_id: int | None = (
-            await conn.execute(
+    async with direct() as conn:
+        written = await (
+            await run(
+                conn,
                 WRITE_REPLY,
                 {
                     "cid": cid,
@@ -100,7 +101,8 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
                     "followup": followup,
                 },
             )
-        ).scalar_one_or_none()
+        ).fetchone()
+    message_id: int | None = written.id if written is not None else None
     if scope is not None:
         del scope.events[: len(buffered)]
         if message_id is not None:
