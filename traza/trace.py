@@ -5,11 +5,14 @@ Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import insert
+import psycopg
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from traza.db.engine import run
 from traza.db.models import TraceEvent
 
 CUSTOMER = "customer"
@@ -30,8 +33,15 @@ def system(name: str) -> str:
     return f"system:{name}"
 
 
+RECORD = text(
+    "INSERT INTO trace_events (conversation_id, kind, actor, data, duration_ms, message_id, "
+    "thread_id, step, llm) VALUES (:conversation_id, :kind, :actor, CAST(:data AS jsonb), "
+    ":duration_ms, :message_id, :thread_id, :step, :llm)"
+)
+
+
 async def record(
-    db: AsyncSession | AsyncConnection,
+    db: AsyncSession | AsyncConnection | psycopg.AsyncConnection[Any],
     *,
     conversation_id: int | None,
     kind: str,
@@ -43,7 +53,27 @@ async def record(
     step: int | None = None,
     llm: bool = False,
 ) -> None:
-    """Append one event to the conversation's trace (in the caller's transaction)."""
+    """Append one event to the conversation's trace (in the caller's transaction).
+
+    `db`: a SQLAlchemy session or connection, or a `direct()` psycopg connection.
+    """
+    if isinstance(db, psycopg.AsyncConnection):
+        await run(
+            db,
+            RECORD,
+            {
+                "conversation_id": conversation_id,
+                "kind": kind,
+                "actor": actor,
+                "data": json.dumps(data or {}),
+                "duration_ms": duration_ms,
+                "message_id": message_id,
+                "thread_id": thread_id,
+                "step": step,
+                "llm": llm,
+            },
+        )
+        return
     await db.execute(
         insert(TraceEvent).values(
             conversation_id=conversation_id,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from traza.db.engine import run
 
 OPS_QUEUE = "operations"
 
@@ -38,7 +41,7 @@ DEFER = text(
 
 
 async def defer_in(
-    db: AsyncSession | AsyncConnection,
+    db: AsyncSession | AsyncConnection | psycopg.AsyncConnection[Any],
     task: str,
     args: dict[str, Any],
     *,
@@ -47,20 +50,22 @@ async def defer_in(
     queueing_lock: str | None = None,
     queue: str = OPS_QUEUE,
 ) -> int | None:
-    """Queue `task(**args)` in `delay` seconds; None when `queueing_lock` already waits."""
-    job_id: int | None = (
-        await db.execute(
-            DEFER,
-            {
-                "queue": queue,
-                "task": task,
-                "lock": lock,
-                "qlock": queueing_lock,
-                "args": json.dumps(args),
-                "delay": delay,
-            },
-        )
-    ).scalar_one_or_none()
+    """Queue `task(**args)` in `delay` seconds; None when `queueing_lock` already waits.
+
+    `db`: a SQLAlchemy session or connection, or a `direct()` psycopg connection.
+    """
+    params = {
+        "queue": queue,
+        "task": task,
+        "lock": lock,
+        "qlock": queueing_lock,
+        "args": json.dumps(args),
+        "delay": delay,
+    }
+    if isinstance(db, psycopg.AsyncConnection):
+        row = await (await run(db, DEFER, params)).fetchone()
+        return int(row[0]) if row is not None else None
+    job_id: int | None = (await db.execute(DEFER, params)).scalar_one_or_none()
     return job_id
 
 

@@ -20,20 +20,21 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import literal_column, select, text, true, update
+import psycopg
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import Label
+from sqlalchemy.sql.elements import TextClause
 
 from traza import clock, trace
-from traza.db.engine import session_scope
+from traza.db.engine import direct, run, session_scope
 from traza.db.models import (
     Application,
     Candidate,
     Contact,
-    Conversation,
     FollowUp,
     Interview,
     Vacancy,
@@ -154,25 +155,23 @@ async def conversation_of(session: AsyncSession, candidate_id: int) -> int | Non
     return cid
 
 
-async def _why_not(
-    session: AsyncSession, loaded: _Loaded, agent: Agent | None
-) -> tuple[str, str] | None:
+def _why_not(loaded: _Loaded, agent: Agent | None) -> tuple[str, str] | None:
     """(status, reason) when the follow-up must not be sent now; None when it may."""
     followup, candidate, owner = loaded.followup, loaded.candidate, loaded.owner
     if agent is None:
         return "cancelled", f"agent '{followup.agent}' is no longer configured"
-    contact = await session.get(Contact, candidate.contact_id) if candidate.contact_id else None
+    contact = loaded.contact
     if contact is not None and contact.opted_out_at is not None:
         return "cancelled", "the candidate opted out"
     expect = followup.expect or {}
     if followup.application_id is not None:
-        application = await session.get(Application, followup.application_id)
+        application = loaded.application
         if application is None:
             return "cancelled", "the application no longer exists"
         if "stage" in expect and application.stage != expect["stage"]:
             return "skipped", f"stale: the stage moved to '{application.stage}'"
     if followup.interview_id is not None:
-        interview = await session.get(Interview, followup.interview_id)
+        interview = loaded.interview
         if interview is None or interview.status in ("cancelled", "no_show"):
             return "skipped", "stale: the interview was cancelled"
         planned = expect.get("starts_at")
@@ -200,39 +199,65 @@ async def _why_not(
     return None
 
 
-# The candidate's open conversation (LATERAL: the newest), and the answers the checks
-# count, by the candidate's contact (`candidates.contact_id` of the row being loaded).
-_OPEN = (
-    select(Conversation.id, Conversation.owner, Conversation.thread_id)
-    .where(Conversation.contact_id == Candidate.contact_id, Conversation.status == "open")
-    .order_by(Conversation.id.desc())
-    .limit(1)
-    .lateral("open_conversation")
+def _columns(alias: str, model: Any) -> str:
+    return ", ".join(f"{alias}.{c.name} AS {alias}__{c.name}" for c in model.__table__.columns)
+
+
+# The follow-up, locked, with everything its checks and its message read: candidate,
+# contact, application, vacancy, interview, the open conversation (the newest) and the
+# candidate's answers. Rows are built into (detached) model objects.
+LOAD = text(
+    f"""
+    SELECT {_columns("f", FollowUp)}, {_columns("k", Candidate)}, {_columns("ct", Contact)},
+           {_columns("a", Application)}, {_columns("v", Vacancy)}, {_columns("i", Interview)},
+           o.id AS open__id, o.owner AS open__owner, o.thread_id AS open__thread_id,
+           (SELECT max(m.created_at) FROM messages m JOIN conversations c
+               ON c.id = m.conversation_id
+             WHERE c.contact_id = k.contact_id AND m.direction = 'in') AS last_reply,
+           (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE c.contact_id = k.contact_id AND m.direction = 'out'
+               AND m.idempotency_key LIKE 'followup:%'
+               AND m.content->>'trigger' = ANY(CAST(:attempts AS text[]))
+               AND m.status NOT IN ('failed', 'skipped', 'template_required')
+               AND m.created_at > coalesce(
+                   (SELECT max(i2.created_at) FROM messages i2 JOIN conversations c2
+                       ON c2.id = i2.conversation_id
+                     WHERE c2.contact_id = k.contact_id AND i2.direction = 'in'),
+                   '-infinity')) AS unanswered
+      FROM followups f
+      JOIN candidates k ON k.id = f.candidate_id
+      LEFT JOIN contacts ct ON ct.id = k.contact_id
+      LEFT JOIN applications a ON a.id = f.application_id
+      LEFT JOIN vacancies v ON v.id = a.vacancy_id
+      LEFT JOIN interviews i ON i.id = f.interview_id
+      LEFT JOIN LATERAL (
+        SELECT c.id, c.owner, c.thread_id FROM conversations c
+         WHERE c.contact_id = k.contact_id AND c.status = 'open'
+         ORDER BY c.id DESC LIMIT 1) o ON true
+     WHERE f.id = :followup_id
+       FOR UPDATE OF f
+    """
 )
-_LAST_REPLY: Label[Any] = literal_column(
-    "(SELECT max(m.created_at) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-    " WHERE c.contact_id = candidates.contact_id AND m.direction = 'in')"
-).label("last_reply")
-_UNANSWERED: Label[Any] = literal_column(
-    "(SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-    " WHERE c.contact_id = candidates.contact_id AND m.direction = 'out'"
-    " AND m.idempotency_key LIKE 'followup:%'"
-    f" AND m.content->>'trigger' IN ({', '.join(repr(t) for t in ATTEMPTS)})"
-    " AND m.status NOT IN ('failed', 'skipped', 'template_required')"
-    " AND m.created_at > coalesce((SELECT max(i.created_at) FROM messages i"
-    " JOIN conversations ci ON ci.id = i.conversation_id"
-    " WHERE ci.contact_id = candidates.contact_id AND i.direction = 'in'), '-infinity'))"
-).label("unanswered")
+
+
+def _model(model: Any, row: dict[str, Any], alias: str) -> Any:
+    """A detached model object from the `alias__column` fields of a row (None if absent)."""
+    values = {
+        attr.key: row[f"{alias}__{attr.columns[0].name}"] for attr in model.__mapper__.column_attrs
+    }
+    return model(**values) if values.get("id") is not None else None
 
 
 @dataclass
 class _Loaded:
-    """What `fire` reads in its first statement."""
+    """What `fire` reads in its first statement (detached objects: writes go by UPDATE)."""
 
     followup: FollowUp
     candidate: Candidate
-    # Held so the session's (weak) identity map keeps them for `session.get`.
-    others: tuple[Any, ...]
+    contact: Contact | None
+    application: Application | None
+    vacancy: Vacancy | None
+    interview: Interview | None
     conversation_id: int | None
     owner: str | None
     thread_id: str | None
@@ -240,65 +265,64 @@ class _Loaded:
     unanswered: int
 
 
-async def _load(session: AsyncSession, followup_id: int) -> _Loaded | None:
-    """The follow-up, locked, with everything its checks read, in one statement.
-
-    The candidate, contact, application, vacancy and interview land in the session, where
-    the checks and the payload find them without another round trip; so do the open
-    conversation and the candidate's answers.
-    """
-    row = (
-        await session.execute(
-            select(FollowUp, Candidate, Contact, Application, Vacancy, Interview)
-            .add_columns(_OPEN.c.id, _OPEN.c.owner, _OPEN.c.thread_id, _LAST_REPLY, _UNANSWERED)
-            .join(Candidate, Candidate.id == FollowUp.candidate_id)
-            .outerjoin(Contact, Contact.id == Candidate.contact_id)
-            .outerjoin(Application, Application.id == FollowUp.application_id)
-            .outerjoin(Vacancy, Vacancy.id == Application.vacancy_id)
-            .outerjoin(Interview, Interview.id == FollowUp.interview_id)
-            .outerjoin(_OPEN, true())
-            .where(FollowUp.id == followup_id)
-            .with_for_update(of=FollowUp)
-        )
-    ).first()
-    if row is None:
+async def _load(conn: psycopg.AsyncConnection[Any], followup_id: int) -> _Loaded | None:
+    """The follow-up, locked, with everything its checks read, in one statement."""
+    found = await (
+        await run(conn, LOAD, {"followup_id": followup_id, "attempts": ATTEMPTS})
+    ).fetchone()
+    if found is None:
         return None
+    row = found._asdict()
     return _Loaded(
-        followup=row[0],
-        candidate=row[1],
-        others=tuple(row[2:6]),
-        conversation_id=row[6],
-        owner=row[7],
-        thread_id=row[8],
-        last_reply=row[9],
-        unanswered=int(row[10] or 0),
+        followup=_model(FollowUp, row, "f"),
+        candidate=_model(Candidate, row, "k"),
+        contact=_model(Contact, row, "ct"),
+        application=_model(Application, row, "a"),
+        vacancy=_model(Vacancy, row, "v"),
+        interview=_model(Interview, row, "i"),
+        conversation_id=row["open__id"],
+        owner=row["open__owner"],
+        thread_id=row["open__thread_id"],
+        last_reply=row["last_reply"],
+        unanswered=int(row["unanswered"] or 0),
     )
+
+
+@lru_cache(maxsize=16)
+def _update_sql(columns: tuple[str, ...]) -> TextClause:
+    return text(f"UPDATE followups SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE id = :id")
+
+
+async def _update(conn: psycopg.AsyncConnection[Any], followup_id: int, **values: Any) -> None:
+    """Write a follow-up's columns (its object is detached: nothing is flushed)."""
+    await run(conn, _update_sql(tuple(values)), {"id": followup_id, **values})
 
 
 async def fire(followup_id: int) -> str:
     """Run a follow-up's job: re-check, wait for contact hours, or send through the graph."""
     agents = active_agents()
-    async with session_scope() as session:
-        loaded = await _load(session, followup_id)  # held: the session maps objects weakly
+    # psycopg directly (one transaction, detached objects): this runs for every follow-up.
+    async with direct() as session, session.transaction():
+        loaded = await _load(session, followup_id)
         followup = loaded.followup if loaded else None
         if loaded is None or followup is None or followup.status != "scheduled":
             return f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
         now = clock.now()
         if followup.due_at > now:  # early (a re-armed job, clock skew): wait again
-            followup.job_id = await defer_in(
+            job_id = await defer_in(
                 session,
                 FIRE_TASK,
                 {"followup_id": followup.id},
                 delay=clock.delay_until(followup.due_at),
             )
+            await _update(session, followup.id, job_id=job_id)
             return f"follow-up {followup_id} not due yet"
         candidate = loaded.candidate
         agent = agents.get(followup.agent)
         cid = loaded.conversation_id
-        verdict = await _why_not(session, loaded, agent)
+        verdict = _why_not(loaded, agent)
         if verdict is not None:
-            followup.status, followup.reason = verdict
-            followup.fired_at = now
+            await _update(session, followup.id, status=verdict[0], reason=verdict[1], fired_at=now)
             await trace.record(
                 session,
                 conversation_id=cid,
@@ -315,13 +339,14 @@ async def fire(followup_id: int) -> str:
         local = now.astimezone(ZoneInfo(candidate.timezone))
         opens = next_contact_time(agent, local)
         if opens != local:  # outside contact hours: wait for the next window
-            followup.due_at = opens.astimezone(now.tzinfo)
-            followup.job_id = await defer_in(
+            due_at = opens.astimezone(now.tzinfo)
+            job_id = await defer_in(
                 session,
                 FIRE_TASK,
                 {"followup_id": followup.id},
-                delay=clock.delay_until(followup.due_at),
+                delay=clock.delay_until(due_at),
             )
+            await _update(session, followup.id, due_at=due_at, job_id=job_id)
             await trace.record(
                 session,
                 conversation_id=cid,
@@ -337,10 +362,14 @@ async def fire(followup_id: int) -> str:
             )
             return f"follow-up {followup_id} deferred to {opens.isoformat()}"
         if followup.trigger == "interview_unconfirmed":
-            followup.fired_at = now
             alert = agent.trigger("interview_unconfirmed").alert
-            followup.status = "sent" if alert == "handoff" else "skipped"
-            followup.reason = "the candidate has not confirmed: the team is alerted"
+            await _update(
+                session,
+                followup.id,
+                fired_at=now,
+                status="sent" if alert == "handoff" else "skipped",
+                reason="the candidate has not confirmed: the team is alerted",
+            )
             await trace.record(
                 session,
                 conversation_id=cid,
@@ -349,7 +378,7 @@ async def fire(followup_id: int) -> str:
                 data={"followup_id": followup.id, "interview_id": followup.interview_id},
             )
         else:  # read once, in the transaction that marks it fired
-            payload = await _payload(session, followup, agent, candidate)
+            payload = await _payload(session, loaded, agent)
             opened = await open_conversation(
                 session, agent, candidate, loaded=loaded, fired=(followup.id, now)
             )
@@ -401,8 +430,8 @@ async def _finish(
     return f"follow-up {followup_id} {status}"
 
 
-async def channel_plan(
-    session: AsyncSession, agent: Agent, candidate: Candidate
+def channel_plan(
+    agent: Agent, candidate: Candidate, contact: Contact | None
 ) -> tuple[list[str], dict[str, str]]:
     """The channels to try, in the agent's order, and why the others cannot be used now.
 
@@ -411,7 +440,6 @@ async def channel_plan(
     """
     from traza.outbound.sender import address_of, unavailable
 
-    contact = await session.get(Contact, candidate.contact_id) if candidate.contact_id else None
     plan: list[str] = []
     not_now: dict[str, str] = {}
     for channel in agent.channels:
@@ -471,7 +499,7 @@ OPEN_AGAIN_SQL = text(
 
 
 async def open_conversation(
-    session: AsyncSession,
+    conn: psycopg.AsyncConnection[Any],
     agent: Agent,
     candidate: Candidate,
     *,
@@ -488,15 +516,14 @@ async def open_conversation(
     if candidate.contact_id is None or (
         loaded.conversation_id is not None and loaded.thread_id is not None
     ):
-        await session.execute(
-            update(FollowUp).where(FollowUp.id == followup_id).values(fired_at=now)
-        )
+        await _update(conn, followup_id, fired_at=now)
         if loaded.conversation_id is None or loaded.thread_id is None:
             return None
         return loaded.conversation_id, loaded.thread_id
     new_thread = f"wa-{uuid.uuid4().hex}"
-    row = (
-        await session.execute(
+    row = await (
+        await run(
+            conn,
             OPEN_SQL,
             {
                 "pn": agent.inbox,
@@ -506,44 +533,45 @@ async def open_conversation(
                 "t": new_thread,
             },
         )
-    ).first()
+    ).fetchone()
     if row is not None:
         return row.id, row.thread_id
     # Rare: another transaction created the inbox while the statement ran (its snapshot
     # could not see the row; a new statement does), or opened a conversation first.
-    inbox_id = (await session.execute(INBOX_AGAIN_SQL, {"pn": agent.inbox})).scalar()
+    found = await (await run(conn, INBOX_AGAIN_SQL, {"pn": agent.inbox})).fetchone()
+    inbox_id = found.id if found is not None else None
     if inbox_id is None and agent.inbox is None:
         log.warning("agent %s: no WhatsApp inbox to write from", agent.name)
         return None
     if inbox_id is not None:
-        row = (
-            await session.execute(
-                CONVERSATION_SQL, {"i": inbox_id, "c": candidate.contact_id, "t": new_thread}
+        row = await (
+            await run(
+                conn, CONVERSATION_SQL, {"i": inbox_id, "c": candidate.contact_id, "t": new_thread}
             )
-        ).first()
+        ).fetchone()
     if row is None:
-        row = (await session.execute(OPEN_AGAIN_SQL, {"c": candidate.contact_id})).first()
+        row = await (await run(conn, OPEN_AGAIN_SQL, {"c": candidate.contact_id})).fetchone()
     return (row.id, row.thread_id) if row is not None else None
 
 
+NEWEST_VACANCY_SQL = text(
+    f"SELECT {_columns('v', Vacancy)} FROM vacancies v WHERE v.status = 'open' "
+    "ORDER BY v.id DESC LIMIT 1"
+)
+
+
 async def _payload(
-    session: AsyncSession, followup: FollowUp, agent: Agent, candidate: Candidate
+    conn: psycopg.AsyncConnection[Any], loaded: _Loaded, agent: Agent
 ) -> dict[str, Any]:
     """What the graph's `write_followup` node needs, read once here."""
     from traza.recruiting.messages import placeholders
 
-    application = (
-        await session.get(Application, followup.application_id) if followup.application_id else None
-    )
-    vacancy = await session.get(Vacancy, application.vacancy_id) if application else None
+    followup, candidate = loaded.followup, loaded.candidate
+    application, vacancy, interview = loaded.application, loaded.vacancy, loaded.interview
     if vacancy is None and followup.trigger == "reactivation":  # invite to the newest vacancy
-        vacancy = await session.scalar(
-            select(Vacancy).where(Vacancy.status == "open").order_by(Vacancy.id.desc()).limit(1)
-        )
-    interview = (
-        await session.get(Interview, followup.interview_id) if followup.interview_id else None
-    )
-    channels, not_now = await channel_plan(session, agent, candidate)
+        newest = await (await run(conn, NEWEST_VACANCY_SQL, {})).fetchone()
+        vacancy = _model(Vacancy, newest._asdict(), "v") if newest is not None else None
+    channels, not_now = channel_plan(agent, candidate, loaded.contact)
     return {
         "id": followup.id,
         "agent": agent.name,
