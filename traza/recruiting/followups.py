@@ -302,29 +302,29 @@ async def fire(followup_id: int) -> str:
     """Run a follow-up's job: re-check, wait for contact hours, or send through the graph."""
     agents = active_agents()
     # psycopg directly (one transaction, detached objects): this runs for every follow-up.
-    async with direct() as session, session.transaction():
-        loaded = await _load(session, followup_id)
+    async with direct() as conn, conn.transaction():
+        loaded = await _load(conn, followup_id)
         followup = loaded.followup if loaded else None
         if loaded is None or followup is None or followup.status != "scheduled":
             return f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
         now = clock.now()
         if followup.due_at > now:  # early (a re-armed job, clock skew): wait again
             job_id = await defer_in(
-                session,
+                conn,
                 FIRE_TASK,
                 {"followup_id": followup.id},
                 delay=clock.delay_until(followup.due_at),
             )
-            await _update(session, followup.id, job_id=job_id)
+            await _update(conn, followup.id, job_id=job_id)
             return f"follow-up {followup_id} not due yet"
         candidate = loaded.candidate
         agent = agents.get(followup.agent)
         cid = loaded.conversation_id
         verdict = _why_not(loaded, agent)
         if verdict is not None:
-            await _update(session, followup.id, status=verdict[0], reason=verdict[1], fired_at=now)
+            await _update(conn, followup.id, status=verdict[0], reason=verdict[1], fired_at=now)
             await trace.record(
-                session,
+                conn,
                 conversation_id=cid,
                 kind=f"followup.{verdict[0]}",
                 actor=trace.system("followups"),
@@ -341,14 +341,14 @@ async def fire(followup_id: int) -> str:
         if opens != local:  # outside contact hours: wait for the next window
             due_at = opens.astimezone(now.tzinfo)
             job_id = await defer_in(
-                session,
+                conn,
                 FIRE_TASK,
                 {"followup_id": followup.id},
                 delay=clock.delay_until(due_at),
             )
-            await _update(session, followup.id, due_at=due_at, job_id=job_id)
+            await _update(conn, followup.id, due_at=due_at, job_id=job_id)
             await trace.record(
-                session,
+                conn,
                 conversation_id=cid,
                 kind="followup.deferred",
                 actor=trace.system("followups"),
@@ -364,23 +364,23 @@ async def fire(followup_id: int) -> str:
         if followup.trigger == "interview_unconfirmed":
             alert = agent.trigger("interview_unconfirmed").alert
             await _update(
-                session,
+                conn,
                 followup.id,
                 fired_at=now,
                 status="sent" if alert == "handoff" else "skipped",
                 reason="the candidate has not confirmed: the team is alerted",
             )
             await trace.record(
-                session,
+                conn,
                 conversation_id=cid,
                 kind="followup.alert",
                 actor=actor(agent.name),
                 data={"followup_id": followup.id, "interview_id": followup.interview_id},
             )
         else:  # read once, in the transaction that marks it fired
-            payload = await _payload(session, loaded, agent)
+            payload = await _payload(conn, loaded, agent)
             opened = await open_conversation(
-                session, agent, candidate, loaded=loaded, fired=(followup.id, now)
+                conn, agent, candidate, loaded=loaded, fired=(followup.id, now)
             )
     if followup.trigger == "interview_unconfirmed":
         if cid is not None and agent.trigger("interview_unconfirmed").alert == "handoff":
