@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 
@@ -379,7 +378,7 @@ async def test_templates_with_named_params_and_button_payloads(graph: GraphAPI) 
     from traza.outbound.channels import WhatsAppChannel
     from traza.settings import get_settings
 
-    async with aiohttp.ClientSession() as http:
+    async with httpx.AsyncClient() as http:
         channel = WhatsAppChannel(
             client=http, settings=get_settings(), phone_number_id=PHONE_NUMBER_ID
         )
@@ -492,7 +491,7 @@ async def test_smtp_and_sms_errors_are_transient_or_permanent(
         )
     assert down.value.retryable and not down.value.maybe_sent
 
-    async with aiohttp.ClientSession() as http:
+    async with httpx.AsyncClient() as http:
         texts = SmsChannel(client=http, settings=get_settings())
         for status, retryable in ((503, True), (429, True), (400, False)):
             sms.fail_next(status, "nope")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 
@@ -104,7 +102,7 @@ async def start(client: httpx.AsyncClient, graph: GraphAPI) -> int:
     return await conversation_id(client)
 
 
-def whatsapp_channel(http: aiohttp.ClientSession) -> Any:
+def whatsapp_channel(http: httpx.AsyncClient) -> Any:
     from traza.outbound.channels import WhatsAppChannel
     from traza.settings import get_settings
 
@@ -148,7 +146,7 @@ async def test_bot_reply_is_posted_to_the_cloud_api_and_its_wamid_recorded(clien
 async def test_channel_sends_templates_buttons_and_read_receipts(graph):
     from traza.outbound.channels import Button
 
-    async with aiohttp.ClientSession() as http:
+    async with httpx.AsyncClient() as http:
         channel = whatsapp_channel(http)
         template_id = await channel.send_template(
             to=WA_ID,
@@ -508,7 +506,7 @@ async def interrupted_send(
 
     mid = await queue(cid, key=key, text="¿Sigues interesado?", actor=actor, deliver=False)
     db.execute("UPDATE messages SET status='sending', attempts=1 WHERE id=%s", (mid,))
-    async with aiohttp.ClientSession() as http:
+    async with httpx.AsyncClient() as http:
         wamid: str = await whatsapp_channel(http).send_text(
             to=WA_ID, text="¿Sigues interesado?", callback=key
         )
@@ -579,9 +577,8 @@ async def test_a_send_that_timed_out_after_meta_accepted_it_is_adopted_on_retry(
 
     cid = await start(client, graph)
     graph.delay = 1.0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as impatient:
+    async with httpx.AsyncClient(timeout=0.3) as impatient:
         monkeypatch.setattr(sender, "_client", impatient)
-        monkeypatch.setattr(sender, "_client_loop", asyncio.get_running_loop())
         mid = await queue(cid, key="slow:1", text="¿Sigues ahí?")
         await drain()
     graph.delay = 0.0

@@ -57,9 +57,10 @@ def get_engine() -> AsyncEngine:
         _engine = create_async_engine(
             sqlalchemy_url(),
             pool_size=settings.traza_db_pool_size,
-            # Each running job may hold a conversation lock, a delivery lock and a
-            # session at once: leave room so they never starve each other.
-            max_overflow=settings.traza_db_pool_size + 3 * settings.traza_worker_concurrency,
+            # Room for the sessions of running jobs above the pool; the conversation locks
+            # live in the `direct()` pool. Beyond this a request waits for a connection
+            # instead of opening more than the server may accept ("too many clients").
+            max_overflow=2 * settings.traza_worker_concurrency,
             pool_pre_ping=False,
             connect_args={"prepare_threshold": settings.prepare_threshold()},
         )
@@ -107,8 +108,8 @@ async def direct() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         _direct_pool = AsyncConnectionPool(
             conninfo=database_dsn(),
             min_size=1,
-            # A running job may hold a conversation lock here while it runs statements.
-            max_size=settings.traza_db_pool_size + 2 * settings.traza_worker_concurrency,
+            # Each running job may hold a conversation lock here while it runs statements.
+            max_size=2 * settings.traza_worker_concurrency + 4,
             open=False,
             kwargs={
                 "autocommit": True,

@@ -7,12 +7,11 @@ the sender decides what to send, when, and what to do with each error.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
+import httpx
 
 from traza.settings import Settings
 
@@ -154,51 +153,26 @@ def validate_buttons(buttons: list[Button]) -> None:
             raise ValueError(f"button title must be 1-{MAX_BUTTON_TITLE} characters")
 
 
-@dataclass(frozen=True)
-class ProviderAnswer:
-    """A provider's HTTP answer: status code and reason phrase (the body is parsed apart)."""
-
-    status_code: int
-    reason_phrase: str
-
-
 async def post_json(
-    client: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[ProviderAnswer, dict[str, Any]]:
-    """POST `body` to a provider; its answer and its JSON object (empty when it has none).
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """POST `body` to a provider; the response and its JSON object (empty when it has none).
 
     A failure before the request left is retryable; one after it may have been sent.
-    aiohttp, not httpx: a send is on every follow-up's path, and aiohttp spends about a
-    third of httpx's CPU per request (0.2 against 0.64 ms, measured on the bench machine).
     """
     try:
-        async with client.post(url, json=body, headers=headers) as response:
-            raw = await response.read()
-            answer = ProviderAnswer(response.status, response.reason or "")
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise SendError(None, f"transport: {_transport_error(exc)}", retryable=True) from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        response = await client.post(url, json=body, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise SendError(None, f"transport: {type(exc).__name__}", retryable=True) from None
+    except httpx.HTTPError as exc:
         raise SendError(
-            None, f"transport: {_transport_error(exc)}", retryable=True, maybe_sent=True
+            None, f"transport: {type(exc).__name__}", retryable=True, maybe_sent=True
         ) from None
     try:
-        data = json.loads(raw) if raw else {}
+        data = response.json()
     except ValueError:
         data = {}
-    return answer, data if isinstance(data, dict) else {}
-
-
-def _transport_error(exc: BaseException) -> str:
-    """A transport failure's name, the same whichever HTTP client raised it."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "ConnectTimeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "ConnectError"
-    if isinstance(exc, (aiohttp.SocketTimeoutError, TimeoutError)):
-        return "ReadTimeout"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "RemoteProtocolError"
-    return type(exc).__name__
+    return response, data if isinstance(data, dict) else {}
 
 
 class PlainTextChannel:
@@ -251,7 +225,7 @@ class WhatsAppChannel:
 
     name = "whatsapp"
 
-    def __init__(self, *, client: aiohttp.ClientSession, settings: Settings, phone_number_id: str):
+    def __init__(self, *, client: httpx.AsyncClient, settings: Settings, phone_number_id: str):
         assert settings.whatsapp_access_token is not None
         self._client = client
         self._url = f"{settings.whatsapp_api_base}/{phone_number_id}/messages"

@@ -16,7 +16,6 @@ the same checked text, on the plan's next channel (`message.fallback` in the tra
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
+import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,33 +60,26 @@ FALLBACK_CHANNELS = ("email", "sms")
 # What a message moved to another channel keeps of its content.
 CARRIED = ("followup_id", "trigger", "proactive", "source")
 UNREACHABLE_REASON = "contact is unreachable on WhatsApp (131026)"
-_client: aiohttp.ClientSession | None = None
-_client_loop: asyncio.AbstractEventLoop | None = None
+_client: httpx.AsyncClient | None = None
 
 
 class RetryLater(Exception):
     """A transient failure: the job is retried with backoff."""
 
 
-def http_client() -> aiohttp.ClientSession:
-    """The process's shared HTTP session for provider calls (one per event loop)."""
-    global _client, _client_loop
-    loop = asyncio.get_running_loop()
-    if _client is None or _client.closed or _client_loop is not loop:
-        _client_loop = loop
-        _client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=15.0, sock_connect=5.0),
-            # Keep-alive connections to the provider, at most 100 at once.
-            connector=aiohttp.TCPConnector(limit=100),
-        )
+def http_client() -> httpx.AsyncClient:
+    """The process's shared HTTP client for provider calls."""
+    global _client
+    if _client is None or _client.is_closed:
+        _client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
     return _client
 
 
 async def close_http_client() -> None:
-    """Close the shared session (at shutdown)."""
+    """Close the shared client (at shutdown)."""
     global _client
-    if _client is not None and not _client.closed:
-        await _client.close()
+    if _client is not None:
+        await _client.aclose()
     _client = None
 
 

@@ -1,4 +1,4 @@
-"""SMS through an HTTP provider: a small, generic adapter (aiohttp).
+"""SMS through an HTTP provider: a small, generic adapter (httpx).
 
 The provider contract traza speaks (`TRAZA_SMS_URL`, `TRAZA_SMS_TOKEN`):
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
+import httpx
 
 from traza.outbound.channels import PlainTextChannel, SendError, post_json
 from traza.settings import Settings
@@ -39,7 +39,7 @@ class SmsChannel(PlainTextChannel):
     name = "sms"
     label = "SMS"
 
-    def __init__(self, *, client: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(self, *, client: httpx.AsyncClient, settings: Settings) -> None:
         assert settings.traza_sms_url
         self._client = client
         self._url = settings.traza_sms_url
