@@ -22,6 +22,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests.fakes.servers import GraphAPI, LocalServer
+
 _HOME = Path(tempfile.mkdtemp(prefix="traza-test-"))
 for name in (
     "OPENAI_API_KEY",
@@ -341,3 +343,12 @@ async def add_agent(
         changed = await client.put("/me/status", json={"status": status}, headers=headers)
         assert changed.status_code == 200, changed.text
     return headers
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[GraphAPI]:
+    """A fake WhatsApp Cloud API the sender is configured to call (base URL and token)."""
+    api = GraphAPI()
+    async with LocalServer(api.app()) as server:
+        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
+        yield api

@@ -25,14 +25,6 @@ SENDER = "Talento <talento@example.com>"
 
 
 @pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
-
-
-@pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer() as server:
         configure(

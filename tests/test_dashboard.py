@@ -6,28 +6,18 @@ The browser tests (`test_dashboard_browser.py`) drive the same pages in Chromium
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
 from api.dashboard import charts, i18n, monitor
 from tests.conftest import ADMIN, add_agent, add_team, configure, say
-from tests.fakes.servers import GraphAPI, LocalServer
+from tests.fakes.servers import GraphAPI
 
 ASK_PERSON = "Quiero hablar con una persona"
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
 
 
 def key_of(headers: dict[str, str]) -> str:

@@ -76,14 +76,6 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
-
-
-@pytest.fixture
 async def traza(client: httpx.AsyncClient) -> AsyncIterator[str]:
     """The app on a real port (pools opened by the `client` fixture's lifespan)."""
     from api.main import create_app

@@ -7,14 +7,12 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
 from tests.conftest import (
     ADMIN,
@@ -52,14 +50,6 @@ def agent_config(**overrides: str) -> Path:
     (folder / "agents" / "seguimiento.yaml").write_text(text, encoding="utf-8")
     configure(TRAZA_CONFIG_DIR=str(folder))
     return folder
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
 
 
 async def event(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:

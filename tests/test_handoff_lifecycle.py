@@ -7,20 +7,17 @@ ownership and takeover, transfer and return to the bot, and CSAT.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
 from tests.conftest import (
     ADMIN,
     MADRID,
     add_agent,
     add_team,
-    configure,
     drain,
     fire_timers,
     post_webhook,
@@ -28,7 +25,7 @@ from tests.conftest import (
     wa_payload,
 )
 from tests.conftest import say as conftest_say
-from tests.fakes.servers import GraphAPI, LocalServer
+from tests.fakes.servers import GraphAPI
 from traza.clock import FrozenClock
 
 MAD = ZoneInfo(MADRID)
@@ -130,15 +127,6 @@ def list_reply(payload_id: str, *, wa_id: str = WA, title: str = "4 - Buena") ->
         "type": "interactive",
         "interactive": {"type": "list_reply", "list_reply": {"id": payload_id, "title": title}},
     }
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    """A fake WhatsApp Cloud API the sender is configured to call."""
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
 
 
 # --- 1. Routing precedence from a rules file ----------------------------------------------

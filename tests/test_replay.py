@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from tests.conftest import ADMIN, add_agent, add_team, configure, say, traza_cli, use_rules
-from tests.fakes.servers import GraphAPI, LocalServer
+from tests.conftest import ADMIN, add_agent, add_team, say, traza_cli, use_rules
+from tests.fakes.servers import GraphAPI
 
 WA = "5215550001111"
 SALARY_TO_SALES = """\
@@ -38,14 +36,6 @@ COUNTED = (
     "contacts",
     "conversations",
 )
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
 
 
 def counts(db: psycopg.Connection[Any]) -> dict[str, int]:

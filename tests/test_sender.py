@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,15 +20,6 @@ from tests.conftest import (
 from tests.fakes.servers import GraphAPI, LocalServer
 
 WA_ID = "5215550001111"
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphAPI]:
-    """A fake Graph API the sender is configured to call (base URL and token)."""
-    api = GraphAPI()
-    async with LocalServer(api.app()) as server:
-        configure(WHATSAPP_API_BASE=server.url, WHATSAPP_ACCESS_TOKEN=api.token)
-        yield api
 
 
 def outbound(db: Any) -> list[dict[str, Any]]:

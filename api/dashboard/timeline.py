@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dashboard.i18n import Language, Translator, has
 from api.routes.conversations import _checkpoints_by_step
+from traza.conversations import repository as repo
 from traza.db.models import Conversation, Message, TraceEvent
 
 # The facts worth a line, per kind, in this order; other kinds show every plain value.
@@ -217,15 +218,7 @@ async def build(
     session: AsyncSession, conversation: Conversation, t: Translator, language: Language
 ) -> Timeline:
     """Read the conversation's trace and messages and shape them for the page."""
-    events = list(
-        (
-            await session.execute(
-                select(TraceEvent)
-                .where(TraceEvent.conversation_id == conversation.id)
-                .order_by(TraceEvent.id)
-            )
-        ).scalars()
-    )
+    events = await repo.trace_events(session, conversation.id)
     messages = {
         m.id: m
         for m in (

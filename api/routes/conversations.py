@@ -23,7 +23,7 @@ from api.schemas import (
 from traza.conversations import repository as repo
 from traza.conversations import turns
 from traza.db.engine import session_scope
-from traza.db.models import Contact, Conversation, Inbox, Message, Note, TraceEvent
+from traza.db.models import Contact, Conversation, Inbox, Message, Note
 from traza.operations import handoffs
 from traza.operations.agents import Operator
 from traza.runtime import conversation_graph, thread_config
@@ -117,15 +117,7 @@ async def list_messages(
 @router.get("/{conversation_id}/timeline", response_model=list[TimelineEntry])
 async def timeline(conversation: VisibleConversation, session: SessionDep) -> list[TimelineEntry]:
     """The trace in order: messages, decisions, verdicts, handoffs, owner changes, sends."""
-    events = list(
-        (
-            await session.execute(
-                select(TraceEvent)
-                .where(TraceEvent.conversation_id == conversation.id)
-                .order_by(TraceEvent.id)
-            )
-        ).scalars()
-    )
+    events = await repo.trace_events(session, conversation.id)
     message_ids = {e.message_id for e in events if e.message_id}
     messages = {
         m.id: MessagePublic.model_validate(m)

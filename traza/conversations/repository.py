@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from traza.db.models import Conversation, Handoff, Message
+from traza.db.models import Conversation, Handoff, Message, TraceEvent
 
 WINDOW = timedelta(hours=24)
 STUDIO_PHONE_NUMBER_ID = "studio"
@@ -52,6 +52,16 @@ async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversa
     session.add(conversation)
     await session.flush()
     return conversation
+
+
+async def trace_events(session: AsyncSession, conversation_id: int) -> list[TraceEvent]:
+    """The conversation's trace, in the order it was written."""
+    result = await session.execute(
+        select(TraceEvent)
+        .where(TraceEvent.conversation_id == conversation_id)
+        .order_by(TraceEvent.id)
+    )
+    return list(result.scalars())
 
 
 async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:

@@ -31,14 +31,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from traza import clock, trace
 from traza.db.engine import direct, run, session_scope
-from traza.db.models import (
-    Application,
-    Candidate,
-    Contact,
-    FollowUp,
-    Interview,
-    Vacancy,
-)
+from traza.db.models import Application, Candidate, Contact, FollowUp, Interview, Vacancy
 from traza.jobs.defer import cancel_in, defer_in
 from traza.recruiting.agents import Agent, active_agents, next_contact_time
 
@@ -513,13 +506,12 @@ async def open_conversation(
     trip.
     """
     followup_id, now = fired
-    if candidate.contact_id is None or (
-        loaded.conversation_id is not None and loaded.thread_id is not None
-    ):
+    if loaded.conversation_id is not None and loaded.thread_id is not None:
         await _update(conn, followup_id, fired_at=now)
-        if loaded.conversation_id is None or loaded.thread_id is None:
-            return None
         return loaded.conversation_id, loaded.thread_id
+    if candidate.contact_id is None:
+        await _update(conn, followup_id, fired_at=now)
+        return None
     new_thread = f"wa-{uuid.uuid4().hex}"
     row = await (
         await run(
