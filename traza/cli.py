@@ -41,6 +41,12 @@ def _add_replay() -> None:
     cli.add_typer(checkpoints_cli, name="checkpoints")
 
 
+def _add_judgment() -> None:
+    from traza.cli_judgment import judgment_cli
+
+    cli.add_typer(judgment_cli, name="judgment")
+
+
 def _add_audit() -> None:
     from traza.cli_audit import audit_cli, subjects_cli
 
@@ -401,6 +407,7 @@ def main() -> None:
 
 
 _add_operations()
+_add_judgment()
 _add_audit()
 _add_replay()
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     traza_config_dir: Path | None = Field(default=None, alias="TRAZA_CONFIG_DIR")
     traza_admin_key: SecretStr | None = Field(default=None, alias="TRAZA_ADMIN_KEY")
     traza_dev: bool = Field(default=False, alias="TRAZA_DEV")
+    # Trained models (judgment, guardrail reply classifier) are cached here by version;
+    # default `$TRAZA_HOME/models`. Safe to delete: a missing model is rebuilt in seconds.
+    traza_model_cache: Path | None = Field(default=None, alias="TRAZA_MODEL_CACHE")
 
     whatsapp_app_secret: SecretStr | None = Field(default=None, alias="WHATSAPP_APP_SECRET")
     whatsapp_verify_token: SecretStr | None = Field(default=None, alias="WHATSAPP_VERIFY_TOKEN")
@@ -120,6 +123,11 @@ class Settings(BaseSettings):
     def dev_secret_path(self) -> Path:
         """Where the local dev-mode webhook secret lives (used by `traza simulate`)."""
         return self.traza_home / "dev-webhook-secret"
+
+    @property
+    def model_cache(self) -> Path:
+        """Where trained models are cached by version."""
+        return self.traza_model_cache or self.traza_home / "models"
 
     @property
     def dev_admin_key_path(self) -> Path:

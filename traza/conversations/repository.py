@@ -8,10 +8,23 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from traza.db.engine import autocommit
 from traza.db.models import Conversation, Handoff, Message, TraceEvent
 
 WINDOW = timedelta(hours=24)
 STUDIO_PHONE_NUMBER_ID = "studio"
+
+
+async def set_language(conversation_id: int, language: str) -> None:
+    """Store the language detected for a conversation (one statement, own transaction)."""
+    async with autocommit() as conn:
+        await conn.execute(
+            text(
+                "UPDATE conversations SET language = :l "
+                "WHERE id = :id AND language IS DISTINCT FROM :l"
+            ),
+            {"id": conversation_id, "l": language},
+        )
 
 
 def in_service_window(last_inbound_at: datetime | None, now: datetime | None = None) -> bool:

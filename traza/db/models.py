@@ -108,6 +108,8 @@ class Conversation(Base):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), server_default="open")
     owner: Mapped[str] = mapped_column(String(16), server_default="bot")
+    language: Mapped[str | None] = mapped_column(String(8))
+    """The candidate's language as last detected (es, en, pt); replies use it."""
     owner_agent: Mapped[str | None] = mapped_column(String(200))
     team: Mapped[str | None] = mapped_column(String(64), index=True)
     thread_id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,16 +1,20 @@
-"""Offline, deterministic classification of a turn (Spanish and English, no network).
+"""Offline classification of a turn: the trained judgment model's scores made into signals.
 
-The keyword lists are in `prompts/classifier.yaml`; this module only applies them.
+The model (`traza.decisions.judgment`) gives every head a calibrated probability; the
+rules' `judgment` policy turns them into signals (thresholds), an opt-out that acts or
+only asks, and an `uncertain` verdict when no head is decisive. Exact button payloads and
+whole-message keywords (`prompts/judgment.yaml`) are fast paths that skip the model.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 import prompts
-from traza.decisions.text import normalise, phrase_pattern
+from traza.decisions import judgment, language
+from traza.decisions.textmodel import NO_INTENT, TextModel, fold
+from traza.rules.schema import JudgmentPolicy
 
 Intent = Literal[
     "greeting",
@@ -26,11 +30,17 @@ Intent = Literal[
     "unknown",
 ]
 INTENTS: tuple[str, ...] = get_args(Intent)
+OptOut = Literal["act", "ask"]
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document"})
 
 
 @dataclass(frozen=True, slots=True)
 class Classification:
-    """What the customer wants and how they feel, with the source of the verdict."""
+    """What the candidate wants and how they feel, with the scores behind the verdict.
+
+    `opt_out` is True only when the opt-out acts; `opt_out_mode` is `ask` when the bot
+    should ask before opting out. `uncertain`: no head was decisive.
+    """
 
     intent: str
     language: str
@@ -38,42 +48,77 @@ class Classification:
     wants_human: bool
     opt_out: bool
     confidence: float
-    source: str = "rules"
+    source: str = "model"
     matched: str | None = None
+    negotiation: bool = False
+    out_of_scope: bool = False
+    opt_in: bool = False
+    opt_out_mode: OptOut | None = None
+    uncertain: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    intent_scores: dict[str, float] = field(default_factory=dict)
+    model: str | None = None
+    llm: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy for state and trace."""
         return asdict(self)
 
 
-def _matches(text: str, phrases: list[str]) -> str | None:
-    if not text or not phrases:
-        return None
-    found = phrase_pattern(tuple(phrases)).search(text)
-    return found.group(1) if found else None
+def _keywords() -> dict[str, Any]:
+    return prompts.load("judgment")
 
 
-def detect_language(text: str, fallback: str = "es") -> str:
-    """Spanish or English by marker words and Spanish punctuation; `fallback` on a tie."""
-    if "¿" in text or "¡" in text or "ñ" in text.lower():
-        return "es"
-    words = set(re.findall(r"\w+", normalise(text)))
-    scores = {lang: len(words & markers) for lang, markers in _language_markers().items()}
-    best: str = max(scores, key=lambda lang: scores[lang])
-    if scores[best] == 0 or list(scores.values()).count(scores[best]) > 1:
-        return fallback
-    return best
+def _whole_message(folded: str, words: list[str]) -> str | None:
+    """A keyword that is the whole message (punctuation and emoji around it ignored)."""
+    bare = "".join(c for c in folded if c.isalnum() or c.isspace()).strip()
+    return next((w for w in words if bare == fold(w)), None)
 
 
-def _config() -> dict[str, Any]:
-    return prompts.load("classifier")
-
-
-def _language_markers() -> dict[str, set[str]]:
-    """Marker words per language; a multi-word marker ("por favor") counts each word."""
+def signals_from_scores(
+    scores: dict[str, float],
+    intent_scores: dict[str, float],
+    policy: JudgmentPolicy,
+) -> dict[str, Any]:
+    """The decision signals a policy reads off the heads' scores (one home for the rule)."""
+    fired = {h: scores.get(h, 0.0) >= policy.threshold(h) for h in judgment.ESCALATION}
+    opt_out_score = scores.get("opt_out", 0.0)
+    opt_out_mode: OptOut | None = None
+    if opt_out_score >= policy.opt_out.act:
+        opt_out_mode = "act"
+    elif opt_out_score >= policy.opt_out.ask or scores.get("unclear_opt_out", 0.0) >= (
+        policy.threshold("unclear_opt_out")
+    ):
+        opt_out_mode = "ask"
+    opt_in = scores.get("opt_in", 0.0) >= policy.threshold("opt_in") and opt_out_mode is None
+    best = max(intent_scores, key=lambda k: intent_scores[k]) if intent_scores else None
+    intent = "unknown"
+    if best is not None and best != NO_INTENT:
+        if intent_scores[best] >= policy.min_intent:
+            intent = best
+    if fired["negotiation"]:
+        intent = "salary"
+    decisive = any(fired.values()) or opt_out_mode is not None or opt_in
+    hesitant = any(
+        policy.uncertain_from <= scores.get(h, 0.0) < policy.threshold(h)
+        for h in judgment.ESCALATION
+    )
+    uncertain = not decisive and hesitant
+    if decisive:
+        confidence = max(
+            [scores.get(h, 0.0) for h, on in fired.items() if on]
+            + ([opt_out_score] if opt_out_mode else [])
+            + ([scores.get("opt_in", 0.0)] if opt_in else [])
+        )
+    else:
+        confidence = max(intent_scores.values(), default=0.0)
     return {
-        lang: {word for marker in markers for word in re.findall(r"\w+", normalise(str(marker)))}
-        for lang, markers in _config()["languages"].items()
+        **fired,
+        "opt_out_mode": opt_out_mode,
+        "opt_in": opt_in,
+        "intent": intent,
+        "uncertain": uncertain,
+        "confidence": round(float(confidence), 4),
     }
 
 
@@ -83,47 +128,125 @@ def classify_turn(
     types: list[str] | None = None,
     payloads: list[str] | None = None,
     language_hint: str | None = None,
+    policy: JudgmentPolicy | None = None,
+    model: TextModel | None = None,
 ) -> Classification:
-    """Classify the texts of one turn (a coalesced burst counts as one turn)."""
-    config = _config()
+    """Classify the texts of one turn (a coalesced burst counts as one turn).
+
+    `model`: a judgment model to use instead of the active one (`traza judgment eval`).
+    """
+    policy = policy or JudgmentPolicy()
+    keywords = _keywords()
     joined = " \n".join(t for t in texts if t)
-    norm = normalise(joined)
-    language = (
-        detect_language(joined, fallback=language_hint or "es")
+    lang = (
+        language.detect(joined, fallback=language_hint or "es")
         if joined
         else (language_hint or "es")
     )
-    opt_out_hit = _matches(norm, config["opt_out"]) or next(
-        (p for p in payloads or [] if p.upper() in config.get("opt_out_payloads", [])), None
+    folded = fold(joined)
+    opt_out_payload = next(
+        (p for p in payloads or [] if p.upper() in keywords["opt_out_payloads"]), None
     )
-    human_hit = _matches(norm, config["wants_human"])
-    frustration_hit = _matches(norm, config["frustration"]) or (
-        "!!!" in joined or _shouting(joined)
+    opt_in_payload = next(
+        (p for p in payloads or [] if p.upper() in keywords["opt_in_payloads"]), None
     )
-    intent, matched = "unknown", None
-    for name, phrases in config["intents"].items():
-        hit = _matches(norm, phrases)
-        if hit:
-            intent, matched = name, hit
-            break
-    if intent == "unknown" and types:
-        if all(t in {"image", "audio", "video", "document", "sticker"} for t in types):
-            intent = "media"
-        elif any(t in {"unsupported", "unknown"} for t in types):
-            intent = "unsupported"
-    any_hit = matched or opt_out_hit or human_hit or intent != "unknown"
-    confidence = config["confidence"]["match" if any_hit else "none"]
+    exact_out = _whole_message(folded, keywords["opt_out_keywords"]) if folded else None
+    exact_in = _whole_message(folded, keywords["opt_in_keywords"]) if folded else None
+    model = model or judgment.current()
+    if exact_out or opt_out_payload or exact_in or opt_in_payload:
+        out = bool(exact_out or opt_out_payload)
+        return Classification(
+            intent="unknown",
+            language=lang,
+            frustration=False,
+            wants_human=False,
+            opt_out=out,
+            opt_out_mode="act" if out else None,
+            opt_in=not out,
+            confidence=1.0,
+            source="keyword",
+            matched=exact_out or opt_out_payload or exact_in or opt_in_payload,
+            model=model.version,
+        )
+    kinds = set(types or [])
+    if not joined.strip():
+        intent = (
+            "media" if kinds and kinds <= MEDIA_TYPES else "unsupported" if kinds else "unknown"
+        )
+        return Classification(
+            intent=intent,
+            language=lang,
+            frustration=False,
+            wants_human=False,
+            opt_out=False,
+            confidence=1.0 if kinds else 0.0,
+            source="type",
+            model=model.version,
+        )
+    scores, intent_scores = model.score(joined)
+    s = signals_from_scores(scores, intent_scores, policy)
+    return Classification(
+        intent=s["intent"],
+        language=lang,
+        frustration=s["frustration"],
+        wants_human=s["wants_human"],
+        opt_out=s["opt_out_mode"] == "act",
+        opt_out_mode=s["opt_out_mode"],
+        confidence=s["confidence"],
+        negotiation=s["negotiation"],
+        out_of_scope=s["out_of_scope"],
+        opt_in=s["opt_in"],
+        uncertain=s["uncertain"],
+        scores=scores,
+        intent_scores=intent_scores,
+        model=model.version,
+    )
+
+
+def combine(offline: Classification, model: Classification) -> Classification:
+    """The model's reading added to the offline one: safety signals are a union.
+
+    A model can add an escalation or turn an opt-out into a question, never remove an
+    offline signal that fired; a model's opt-out alone only asks (the offline model did
+    not see it), so a misreading never opts a candidate out. Its intent is taken when the
+    offline model was not decisive; the offline scores stay in the result.
+    """
+    opt_out_mode: OptOut | None = offline.opt_out_mode
+    if model.opt_out and opt_out_mode is None:
+        opt_out_mode = "ask"
+    escalate = {
+        name: getattr(offline, name) or getattr(model, name)
+        for name in ("wants_human", "negotiation", "frustration", "out_of_scope")
+    }
+    model_decisive = model.confidence >= 0.5
+    intent = offline.intent if offline.intent not in ("unknown",) else model.intent
+    if model_decisive and offline.intent == "unknown":
+        intent = model.intent
+    if escalate["negotiation"]:
+        intent = "salary"
     return Classification(
         intent=intent,
-        language=language,
-        frustration=bool(frustration_hit),
-        wants_human=bool(human_hit),
-        opt_out=bool(opt_out_hit),
-        confidence=float(confidence),
-        matched=str(opt_out_hit or human_hit or matched or "") or None,
+        language=offline.language,
+        opt_out=opt_out_mode == "act",
+        opt_out_mode=opt_out_mode,
+        confidence=max(offline.confidence, model.confidence),
+        source="model+llm",
+        matched=offline.matched,
+        opt_in=offline.opt_in or (model.opt_in and opt_out_mode is None),
+        uncertain=offline.uncertain and not model_decisive and not any(escalate.values()),
+        scores=offline.scores,
+        intent_scores=offline.intent_scores,
+        model=offline.model,
+        llm={
+            "intent": model.intent,
+            "language": model.language,
+            "confidence": model.confidence,
+            "wants_human": model.wants_human,
+            "negotiation": model.negotiation,
+            "frustration": model.frustration,
+            "out_of_scope": model.out_of_scope,
+            "opt_out": model.opt_out,
+            "opt_in": model.opt_in,
+        },
+        **escalate,
     )
-
-
-def _shouting(text: str) -> bool:
-    letters = [c for c in text if c.isalpha()]
-    return len(letters) >= 12 and sum(c.isupper() for c in letters) / len(letters) > 0.8

@@ -36,13 +36,20 @@ class LLMError(RuntimeError):
 
 
 class ClassificationOutput(BaseModel):
-    """Structured classification of one conversation turn."""
+    """Structured classification of one conversation turn (every judgment head)."""
 
     intent: Intent
     language: str = Field(description="ISO 639-1 code of the customer's language")
-    frustration: bool = Field(description="the customer shows frustration or anger")
-    wants_human: bool = Field(description="the customer asks to talk to a person")
-    opt_out: bool = Field(description="the customer asks to stop receiving messages")
+    wants_human: bool = Field(description="asks, directly or not, to talk to a person")
+    negotiation: bool = Field(
+        default=False, description="salary, pay, offer, benefits or conditions to negotiate"
+    )
+    frustration: bool = Field(description="complaint, anger, annoyance or repeated failure")
+    out_of_scope: bool = Field(
+        default=False, description="not about the candidate's own recruiting process"
+    )
+    opt_out: bool = Field(description="clearly asks to stop receiving messages")
+    opt_in: bool = Field(default=False, description="asks to receive messages again")
     confidence: float = Field(ge=0, le=1)
 
 
@@ -119,12 +126,16 @@ async def classify(model: BaseChatModel, texts: list[str]) -> Classification:
         raise LLMError("model returned no classification")
     return Classification(
         intent=out.intent,
-        language=out.language[:2].lower() or "es",
+        language=(out.language[:2].lower() or "es"),
         frustration=out.frustration,
         wants_human=out.wants_human,
         opt_out=out.opt_out,
         confidence=out.confidence,
         source="llm",
+        negotiation=out.negotiation,
+        out_of_scope=out.out_of_scope,
+        opt_in=out.opt_in,
+        opt_out_mode="act" if out.opt_out else None,
     )
 
 

@@ -1,15 +1,18 @@
 """The routing policy: who answers this turn — a bot, a team of humans, or a system action.
 
-Three built-in rules come first and cannot be configured away: an opt-out is always
+Built-in rules come first and cannot be configured away: a clear opt-out is always
 honoured, a CSAT answer is always recorded, and while a human owns the conversation the
-bot never takes it back by itself. Then the rules file's `routing` list is tried in order
-(first match wins), then `default-bot`. The decision records the winning rule, its
-reason, the inputs it looked at and the rules version.
+bot never takes it back by itself; an ambiguous opt-out is asked about (two buttons), and
+a clear opt-in of an opted-out contact restores consent. Then the rules file's `routing`
+list is tried in order (first match wins); then an `uncertain` turn (no judgment head
+decisive) goes to a human unless the policy says `uncertain_to: bot`; then `default-bot`.
+The decision records the winning rule, its reason, the inputs it looked at (head scores
+included) and the rules version.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from traza.decisions.text import normalise, phrase_pattern
@@ -17,6 +20,9 @@ from traza.rules.loader import LoadedRules, defaults
 from traza.rules.schema import Match, RoutingRule
 
 Route = Literal["bot", "human", "system"]
+OPT_OUT_STOP = "optout:stop"
+OPT_OUT_KEEP = "optout:keep"
+"""Payloads of the two buttons an ambiguous opt-out is asked with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,13 @@ class RoutingInputs:
     contact: str | None = None
     inbox: str | None = None
     payload: str | None = None
+    negotiation: bool = False
+    out_of_scope: bool = False
+    uncertain: bool = False
+    opt_out_mode: str | None = None
+    opt_in: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,20 @@ def matches(when: Match, i: RoutingInputs) -> bool:
         return False
     if when.frustration is not None and i.frustration != when.frustration:
         return False
+    if when.negotiation is not None and i.negotiation != when.negotiation:
+        return False
+    if when.out_of_scope is not None and i.out_of_scope != when.out_of_scope:
+        return False
+    if when.uncertain is not None and i.uncertain != when.uncertain:
+        return False
+    if when.scores is not None and any(
+        i.scores.get(head, 0.0) < floor for head, floor in when.scores.items()
+    ):
+        return False
+    if when.max_scores is not None and any(
+        i.scores.get(head, 0.0) > ceiling for head, ceiling in when.max_scores.items()
+    ):
+        return False
     if when.min_unknown_streak is not None and i.unknown_streak < when.min_unknown_streak:
         return False
     return not (when.max_confidence is not None and i.confidence > when.max_confidence)
@@ -82,6 +109,15 @@ def matches(when: Match, i: RoutingInputs) -> bool:
 def _builtin(i: RoutingInputs) -> tuple[Route, str, str, str | None] | None:
     if i.opt_out:
         return "system", "opt-out", "customer asked to stop messages", "opt_out"
+    if i.payload == OPT_OUT_KEEP:
+        return (
+            "system",
+            "opt-out-declined",
+            "customer chose to keep receiving messages",
+            ("keep_messages"),
+        )
+    if i.opt_in and i.opted_out:
+        return "system", "opt-in", "customer asked to receive messages again", "opt_in"
     if i.payload and i.payload.startswith("csat:"):
         return "system", "csat-answer", "customer rated the service", "csat"
     if i.payload and i.payload.startswith("interview:confirm:"):
@@ -90,6 +126,13 @@ def _builtin(i: RoutingInputs) -> tuple[Route, str, str, str | None] | None:
         return "human", "reschedule-request", "candidate asks to reschedule the interview", None
     if i.owner == "human":
         return "human", "human-owner", "a human owns the conversation", None
+    if i.opt_out_mode == "ask" and not i.opted_out:
+        return (
+            "system",
+            "opt-out-unclear",
+            "customer may want to stop messages: ask",
+            ("confirm_opt_out"),
+        )
     return None
 
 
@@ -139,6 +182,17 @@ def decide(inputs: RoutingInputs, loaded: LoadedRules | None = None) -> RouteDec
     for rule in loaded.rules.routing:
         if matches(rule.when, inputs):
             return _configured(rule, loaded, inputs)
+    if inputs.uncertain and loaded.rules.judgment.uncertain_to == "human":
+        return RouteDecision(
+            route="human",
+            rule="uncertain",
+            reason="uncertain",
+            action=None,
+            inputs=asdict(inputs),
+            rules_version=loaded.version,
+            team=loaded.rules.default_team,
+            priority=loaded.rules.default_priority,
+        )
     return RouteDecision(
         route="bot",
         rule="default-bot",

@@ -28,7 +28,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Metric = Literal["first_response", "next_response", "resolution"]
 METRICS: tuple[Metric, ...] = ("first_response", "next_response", "resolution")
-BUILTIN_ACTIONS = ("opt_out",)
+BUILTIN_ACTIONS = ("opt_out", "confirm_opt_out", "keep_messages", "opt_in")
 
 _DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -176,6 +176,13 @@ class Match(_Strict):
     inboxes: list[str] | None = None
     wants_human: bool | None = None
     frustration: bool | None = None
+    negotiation: bool | None = None
+    out_of_scope: bool | None = None
+    uncertain: bool | None = None
+    scores: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
+    """Head scores that must be reached, e.g. `{out_of_scope: 0.7}` (score >= 0.7)."""
+    max_scores: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
+    """Head scores that must not be exceeded, e.g. `{frustration: 0.2}`."""
     min_unknown_streak: int | None = Field(default=None, ge=1)
     max_confidence: float | None = Field(default=None, ge=0, le=1)
 
@@ -260,6 +267,61 @@ class Csat(_Strict):
     question: str | None = None
 
 
+class OptOutPolicy(_Strict):
+    """When an opt-out acts and when it only asks."""
+
+    act: float = Field(default=0.80, ge=0, le=1)
+    """`opt_out` score at which the contact is opted out (and told how to come back)."""
+    ask: float = Field(default=0.30, ge=0, le=1)
+    """Below `act`, from this score (or a clear `unclear_opt_out`) the bot asks with buttons."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OptOutPolicy:
+        if self.ask > self.act:
+            raise ValueError("'ask' must not be above 'act'")
+        return self
+
+
+class JudgmentPolicy(_Strict):
+    """How the judgment model's scores become decisions (defaults measured on held-out data)."""
+
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    """Score at which a head fires; heads not named keep their default."""
+    opt_out: OptOutPolicy = OptOutPolicy()
+    uncertain_from: float = Field(default=0.25, ge=0, le=1)
+    """An escalation head between this and its threshold, with no head firing, is `uncertain`."""
+    min_intent: float = Field(default=0.30, ge=0, le=1)
+    """An intent below this probability is `unknown`."""
+    uncertain_to: Literal["human", "bot"] = "human"
+    """Where an uncertain turn goes when no routing rule takes it."""
+
+    def threshold(self, head: str) -> float:
+        """The head's threshold (configured, else the default)."""
+        return self.thresholds.get(head, DEFAULT_THRESHOLDS.get(head, 0.5))
+
+
+HEADS = (
+    "wants_human",
+    "negotiation",
+    "frustration",
+    "out_of_scope",
+    "opt_out",
+    "unclear_opt_out",
+    "opt_in",
+)
+"""The judgment model's heads a rule may name (`traza.decisions.judgment.SIGNALS`)."""
+
+DEFAULT_THRESHOLDS = {
+    "wants_human": 0.5,
+    "negotiation": 0.5,
+    "frustration": 0.5,
+    "out_of_scope": 0.5,
+    "unclear_opt_out": 0.5,
+    "opt_in": 0.6,
+}
+"""Default head thresholds (chosen on the held-out split; see docs/judgment-dataset.md)."""
+
+
 class Rules(_Strict):
     """The whole rules file."""
 
@@ -273,6 +335,7 @@ class Rules(_Strict):
     slas: list[Sla] = []
     integrations: dict[str, Integration] = {}
     csat: Csat = Csat()
+    judgment: JudgmentPolicy = JudgmentPolicy()
 
 
 def _intents() -> tuple[str, ...]:
@@ -301,6 +364,14 @@ def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[A
     if len(prios) != len(rules.priorities):
         problems.append((("priorities",), "priorities are listed twice"))
     team(("default_team",), rules.default_team)
+    for head in rules.judgment.thresholds:
+        if head not in HEADS:
+            problems.append(
+                (
+                    ("judgment", "thresholds", head),
+                    f"unknown judgment head '{head}' (heads: {', '.join(HEADS)})",
+                )
+            )
     priority(("default_priority",), rules.default_priority)
     for name, t in rules.teams.items():
         team(("teams", name), name)
@@ -320,6 +391,15 @@ def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[A
                         f"unknown intent '{intent}' (intents: {', '.join(INTENTS)})",
                     )
                 )
+        for key in ("scores", "max_scores"):
+            for head in getattr(r.when, key) or {}:
+                if head not in HEADS:
+                    problems.append(
+                        (
+                            ("routing", i, "when", key, head),
+                            f"unknown judgment head '{head}' (heads: {', '.join(HEADS)})",
+                        )
+                    )
         team(("routing", i, "team"), r.team)
         priority(("routing", i, "priority"), r.priority)
         if r.action is not None and r.action not in (*BUILTIN_ACTIONS, *rules.integrations):

@@ -40,6 +40,13 @@ async def decide_route(state: ConversationState, runtime: Runtime[Context]) -> d
             contact=state.get("contact_wa_id"),
             inbox=state.get("inbox"),
             payload=next((i["payload"] for i in turn if i.get("payload")), None),
+            negotiation=c.get("negotiation", False),
+            out_of_scope=c.get("out_of_scope", False),
+            uncertain=c.get("uncertain", False),
+            opt_out_mode=c.get("opt_out_mode"),
+            opt_in=c.get("opt_in", False),
+            scores=c.get("scores") or {},
+            model=c.get("model"),
         ),
         rules,
     ).as_dict()

@@ -23,6 +23,7 @@ from traza.db.models import Message
 CONTEXT_SQL = text(
     """
     SELECT c.id, c.owner, c.last_inbound_at, ct.profile_name, ct.locale, ct.opted_out_at,
+           c.language,
            ct.wa_id, (SELECT i.phone_number_id FROM inboxes i WHERE i.id = c.inbox_id) AS inbox,
            (SELECT k.id FROM candidates k WHERE k.contact_id = c.contact_id) AS candidate_id,
            (SELECT h.id FROM handoffs h
@@ -92,7 +93,7 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
         "contact_wa_id": row.wa_id,
         "candidate_id": row.candidate_id,
         "inbox": row.inbox,
-        "language": row.locale or state.get("language") or "es",
+        "language": row.language or row.locale or state.get("language") or "es",
         "owner": row.owner,
         "opted_out": row.opted_out_at is not None,
         "in_window": repo.in_service_window(last_inbound_at),

@@ -17,6 +17,7 @@ from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
 from traza.db.models import Contact, Conversation
+from traza.decisions.routing import OPT_OUT_KEEP, OPT_OUT_STOP
 from traza.jobs.tasks import schedule_delivery
 from traza.operations import csat
 from traza.outbound.integrations import queue_call
@@ -65,6 +66,57 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
                     is not None
                 )
             data |= {"opted_out": True, "confirmed": first_time}
+        elif action == "confirm_opt_out":
+            # Ambiguous: never act on it; ask with two buttons and let the answer decide.
+            language = state.get("language")
+            first_id = ids[0] if ids else 0
+            queued = (
+                await queue_message(
+                    session,
+                    conversation_id=cid,
+                    key=f"opt-out-question:{cid}:{first_id}",
+                    actor=actor,
+                    kind="interactive",
+                    text_body=prompts.reply("opt_out_question", language),
+                    content={
+                        "buttons": [
+                            {"id": OPT_OUT_STOP, "title": prompts.reply("opt_out_stop", language)},
+                            {"id": OPT_OUT_KEEP, "title": prompts.reply("opt_out_keep", language)},
+                        ]
+                    },
+                )
+                is not None
+            )
+            data |= {"asked": True, "scores": (state.get("classification") or {}).get("scores")}
+        elif action in ("keep_messages", "opt_in"):
+            contact = (
+                await session.execute(
+                    select(Contact)
+                    .join(Conversation, Conversation.contact_id == Contact.id)
+                    .where(Conversation.id == cid)
+                    .with_for_update()
+                )
+            ).scalar_one()
+            was_opted_out = contact.opted_out_at is not None
+            if action == "opt_in" and was_opted_out:
+                contact.opted_out_at = None
+            first_id = ids[0] if ids else 0
+            reply_key = "opt_in_confirmation" if action == "opt_in" else "opt_out_kept"
+            queued = (
+                await queue_message(
+                    session,
+                    conversation_id=cid,
+                    key=f"{action}:{cid}:{first_id}",
+                    actor=actor,
+                    kind="text",
+                    text_body=prompts.reply(reply_key, state.get("language")),
+                )
+                is not None
+            )
+            data |= {
+                "opted_out": action != "opt_in" and was_opted_out,
+                "consent_restored": action == "opt_in" and was_opted_out,
+            }
         elif action == "csat":
             payload = next((i.get("payload") for i in state.get("turn") or []), None) or ""
             data |= await csat.record(
@@ -137,4 +189,9 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
         )
     if queued:
         await schedule_delivery(cid)
-    return {"turn": [], "opted_out": action == "opt_out" or state.get("opted_out", False)}
+    opted_out = state.get("opted_out", False)
+    if action == "opt_out":
+        opted_out = True
+    elif action == "opt_in":
+        opted_out = False
+    return {"turn": [], "opted_out": opted_out}

@@ -1,0 +1,243 @@
+"""`traza judgment eval | explain | train`: measure, read and rebuild the judgment model.
+
+No database is needed: the model is built from the example files (shipped and
+`$TRAZA_CONFIG_DIR/judgment/*.jsonl`) and cached under `$TRAZA_MODEL_CACHE`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from traza.cli_support import fail
+
+judgment_cli = typer.Typer(
+    no_args_is_help=True, help="Measure, explain and rebuild the judgment model."
+)
+
+
+def _policy() -> Any:
+    """The judgment policy of the rules file (or the defaults); a bad file is an error."""
+    from traza.rules.active import rules_file
+    from traza.rules.loader import RulesError, defaults, load_file
+
+    path = rules_file()
+    try:
+        loaded = load_file(path) if path else defaults()
+    except RulesError as exc:
+        fail(f"rules file refused:\n{exc}")
+        raise  # unreachable
+    return loaded.rules.judgment
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+@judgment_cli.command("eval")
+def eval_(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="A labelled JSONL file; default: the shipped held-out split."),
+    ] = None,
+    misses: Annotated[int, typer.Option(help="How many misclassified messages to list.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Per-label precision/recall/F1, routes by variety, intent confusion, the misses.
+
+    Without FILE, a model trained on the train split is scored on the held-out split
+    (families never seen in training). With FILE, the active model (shipped plus your
+    examples) is scored on it. Exit 1 when a target is missed, 2 on bad input.
+    """
+    from traza.decisions import evaluation, judgment
+    from traza.decisions.textmodel import DatasetError, split
+
+    policy = _policy()
+    started = time.perf_counter()
+    try:
+        if file is None:
+            shipped, _, _ = judgment.dataset(with_operator=False)
+            examples = split(shipped)[1]
+            model = judgment.build(split="train", with_operator=False)
+        else:
+            examples = judgment.read([file], operator=True)
+            model = judgment.build()
+    except DatasetError as exc:
+        fail(str(exc))
+        raise  # unreachable
+    report = evaluation.report(examples, model, policy, max_misses=misses)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        raise typer.Exit(1 if report.failures else 0)
+    typer.echo(
+        f"model {report.model} on {report.examples} examples"
+        f" ({'held-out split' if file is None else file})"
+        f" in {time.perf_counter() - started:.1f}s\n"
+    )
+    rows = [
+        [r["label"], _pct(r["precision"]), _pct(r["recall"]), _pct(r["f1"]), str(r["support"])]
+        for r in report.labels
+    ]
+    typer.echo(_table(rows, ["label", "precision", "recall", "f1", "support"]))
+    typer.echo("\nroutes (what the product would do)")
+    r = report.routes
+    for key in [*(f"escalate_recall.{h}" for h in judgment.ESCALATION), "escalate_recall"]:
+        typer.echo(f"  {key:34} {_pct(r[key])}")
+    typer.echo(f"  {'false_escalation':34} {_pct(r['false_escalation'])}")
+    typer.echo(f"  {'opt_out_recall (acted or asked)':34} {_pct(r['opt_out_recall'])}")
+    typer.echo(f"  {'opt_out acted at once':34} {_pct(r['opt_out_acted'])}")
+    typer.echo(f"  {'false_opt_out (acted)':34} {r['false_opt_out']}")
+    typer.echo(f"  {'asked, not an opt-out':34} {r['asked_not_opt_out']}")
+    typer.echo(f"  {'unclear opt-outs asked':34} {_pct(r['unclear_asked'])}")
+    typer.echo(f"  {'opt_in_recall':34} {_pct(r['opt_in_recall'])}")
+    typer.echo("\nby language variety")
+    vrows = [
+        [
+            v,
+            str(d["examples"]),
+            _pct(d["escalate_recall"]),
+            _pct(d["false_escalation"]),
+            _pct(d["opt_out_recall"]),
+            str(d["false_opt_out"]),
+            _pct(d["accuracy"]),
+        ]
+        for v, d in report.by_variety.items()
+    ]
+    typer.echo(
+        _table(
+            vrows,
+            [
+                "variety",
+                "n",
+                "esc.recall",
+                "false esc.",
+                "opt-out rec.",
+                "false opt-out",
+                "route acc.",
+            ],
+        )
+    )
+    typer.echo("\nintent confusion (rows: labelled, columns: predicted)")
+    names = sorted({*report.confusion, *(k for v in report.confusion.values() for k in v)})
+    crow = [[t, *(str(report.confusion.get(t, {}).get(p, 0)) for p in names)] for t in names]
+    typer.echo(_table(crow, ["", *(n[:8] for n in names)]))
+    if report.misses:
+        typer.echo(f"\nmisrouted ({len(report.misses)} shown)")
+        for m in report.misses:
+            typer.echo(
+                f"  [{m['variety']}] {m['text'][:100]!r}\n"
+                f"      labelled {m['labels']} → predicted {m['predicted']}"
+                f" (escalates={m['escalates']}, opt_out={m['opt_out']})  {m['where']}"
+            )
+    if report.failures:
+        typer.secho("\ntargets missed:", fg=typer.colors.RED)
+        for f in report.failures:
+            typer.secho(f"  {f}", fg=typer.colors.RED)
+        raise typer.Exit(1)
+    typer.secho("\nall targets held", fg=typer.colors.GREEN)
+
+
+@judgment_cli.command()
+def explain(
+    text: Annotated[str, typer.Argument(help="A candidate's message.")],
+    top: Annotated[int, typer.Option(help="Features shown per head.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Each head's score and threshold, the intent, and the features that drove them."""
+    from traza.decisions import judgment
+    from traza.decisions.classifier import classify_turn
+    from traza.decisions.textmodel import DatasetError
+
+    if not text.strip():
+        fail("give a non-empty message to explain")
+    policy = _policy()
+    try:
+        model = judgment.build()
+    except DatasetError as exc:
+        fail(str(exc))
+        raise  # unreachable
+    result = classify_turn([text], policy=policy, model=model)
+    heads = {}
+    for head in judgment.SIGNALS:
+        threshold = policy.opt_out.act if head == "opt_out" else policy.threshold(head)
+        heads[head] = {
+            "score": result.scores.get(head),
+            "threshold": threshold,
+            "fires": (result.scores.get(head) or 0) >= threshold,
+            "features": model.explain(text, head, top) if result.scores else [],
+        }
+    best_intent = result.intent if result.intent in model.intents else None
+    data = {
+        "model": model.version,
+        "text": text,
+        "language": result.language,
+        "source": result.source,
+        "matched": result.matched,
+        "intent": result.intent,
+        "intent_scores": dict(sorted(result.intent_scores.items(), key=lambda kv: -kv[1])[:4]),
+        "intent_features": model.explain(text, best_intent, top) if best_intent else [],
+        "heads": heads,
+        "opt_out": result.opt_out_mode,
+        "uncertain": result.uncertain,
+    }
+    if as_json:
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"model {model.version}   language {result.language}   source {result.source}")
+    if result.matched:
+        typer.echo(f"fast path: whole-message keyword or button {result.matched!r}")
+    for head, h in heads.items():
+        mark = "FIRES" if h["fires"] else "     "
+        score = "—" if h["score"] is None else f"{h['score']:.3f}"
+        feats = ", ".join(f"{n[2:]!r} {w:+.2f}" for n, w in h["features"] if abs(w) > 0.01)
+        typer.echo(f"  {head:16} {score:>6} / {h['threshold']:.2f} {mark}  {feats}")
+    top_intents = sorted(result.intent_scores.items(), key=lambda kv: -kv[1])[:4]
+    intents = ", ".join(f"{k} {v:.2f}" for k, v in top_intents)
+    typer.echo(f"  intent           {result.intent}   ({intents})")
+    verdict = []
+    if result.opt_out_mode:
+        verdict.append(f"opt-out: {result.opt_out_mode}")
+    if result.uncertain:
+        verdict.append("uncertain (no head decisive): goes to a human by default")
+    fired = [h for h in judgment.ESCALATION if getattr(result, h)]
+    if fired:
+        verdict.append(f"escalates: {', '.join(fired)}")
+    typer.echo("→ " + ("; ".join(verdict) if verdict else "the bot answers"))
+
+
+@judgment_cli.command()
+def train() -> None:
+    """Rebuild the model from the shipped examples and yours; print its version.
+
+    Running processes pick up a changed examples folder by themselves within seconds; a
+    bad file is refused (file and line named) and the previous model stays active.
+    """
+    from traza.decisions import judgment
+    from traza.decisions.textmodel import DatasetError
+
+    started = time.perf_counter()
+    try:
+        shipped, own, files = judgment.dataset()
+        model = judgment.build()
+    except DatasetError as exc:
+        fail(f"examples refused (the previous model stays active):\n{exc}")
+        raise  # unreachable
+    typer.echo(
+        f"model {model.version}: {len(shipped)} shipped + {len(own)} of yours"
+        f" from {len(files)} files, in {time.perf_counter() - started:.1f}s"
+        f" (training took {model.trained_seconds}s when it was built)"
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(model.label_counts.items()))
+    typer.echo(f"labels: {counts}")

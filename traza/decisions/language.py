@@ -1,0 +1,39 @@
+"""The candidate's language: Spanish, English or Portuguese, by a real detector.
+
+`lingua` (restricted to the three languages traza answers in) reads short and mixed text
+far better than marker words. A message too short or too mixed to call keeps the
+conversation's language (`fallback`), so "ok" or "👍" never flips it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lingua import Language, LanguageDetector, LanguageDetectorBuilder
+
+SUPPORTED = {Language.SPANISH: "es", Language.ENGLISH: "en", Language.PORTUGUESE: "pt"}
+MIN_MARGIN = 0.2
+"""How far the best language must be ahead of the second to replace the fallback."""
+
+
+@lru_cache(maxsize=1)
+def detector() -> LanguageDetector:
+    """The detector (built once; its models load on first use)."""
+    return LanguageDetectorBuilder.from_languages(*SUPPORTED).build()
+
+
+def detect(text: str, fallback: str = "es") -> str:
+    """`es`, `en` or `pt`; `fallback` when the text has too few letters or no clear winner."""
+    letters = sum(c.isalpha() for c in text)
+    if letters < 2:
+        return fallback
+    if "¿" in text or "¡" in text or "ñ" in text.lower():
+        return "es"
+    values = detector().compute_language_confidence_values(text)
+    if not values:
+        return fallback
+    best = values[0]
+    second = values[1].value if len(values) > 1 else 0.0
+    if best.value - second < MIN_MARGIN and letters < 12:
+        return fallback
+    return SUPPORTED.get(best.language, fallback)

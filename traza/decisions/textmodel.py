@@ -1,0 +1,466 @@
+"""Trained text classifiers shared by judgment and the guardrail reply classifier.
+
+Labelled examples are JSON Lines files (`text`, `labels`, `lang`, `variety`, `source`,
+`family`); a model is built from them deterministically (fixed seed) and cached on disk
+under a version that is the hash of the data, the parameters and the library versions, so
+a changed example file means a new version and a rebuild, and an unchanged one loads in
+milliseconds.
+
+The model: TF-IDF over accent- and case-folded text (`char_wb` 2-5-grams plus word 1-2-grams),
+one logistic regression per binary head, calibrated by Platt scaling on out-of-fold scores
+(`cross_val_predict`), and one multinomial regression for the intent. At run time every
+head is one column of a single weight matrix, so scoring a message is one sparse product.
+scikit-learn fits the models; what is written by hand here is only the stacking of the
+fitted coefficients for that one-product inference and the explanation of a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+log = logging.getLogger(__name__)
+
+FORMAT = 3  # bump when the artefact layout or the feature code changes
+HELD_OUT_BUCKETS = 5  # one family in five is held out
+
+
+class DatasetError(ValueError):
+    """A labelled-examples file cannot be used; every problem names its file and line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled text."""
+
+    text: str
+    labels: frozenset[str]
+    lang: str
+    variety: str
+    source: str
+    family: str
+    file: str = ""
+    line: int = 0
+
+
+# --- text folding ---------------------------------------------------------------------
+
+_REPEATS = re.compile(r"(.)\1{2,}")
+_SPACES = re.compile(r"\s+")
+
+
+def fold(text: str) -> str:
+    """Lower-case, strip accents, squeeze letters repeated 3+ times to two, collapse spaces."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    plain = plain.replace("’", "'")
+    return _SPACES.sub(" ", _REPEATS.sub(r"\1\1", plain)).strip()
+
+
+# --- datasets -------------------------------------------------------------------------
+
+
+def read_examples(
+    path: Path,
+    *,
+    vocabulary: Iterable[str],
+    varieties: Iterable[str] | None = None,
+    require_variety: bool = True,
+) -> list[Example]:
+    """Read one JSONL file; raise `DatasetError` naming file and line for every bad row."""
+    known = set(vocabulary)
+    known_varieties = set(varieties) if varieties is not None else None
+    problems: list[str] = []
+    examples: list[Example] = []
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{where}: each line must be a JSON object")
+            continue
+        text = row.get("text")
+        labels = row.get("labels", [])
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"{where}: 'text' must be a non-empty string")
+            continue
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            problems.append(f"{where}: 'labels' must be a list of strings")
+            continue
+        unknown = sorted(set(labels) - known)
+        if unknown:
+            problems.append(
+                f"{where}: unknown label {', '.join(map(repr, unknown))}"
+                f" (known: {', '.join(sorted(known))})"
+            )
+            continue
+        variety = row.get("variety")
+        if variety is None and not require_variety:
+            variety = "custom"
+        if not isinstance(variety, str) or (
+            known_varieties is not None and require_variety and variety not in known_varieties
+        ):
+            allowed = ", ".join(sorted(known_varieties or ()))
+            problems.append(f"{where}: 'variety' must be one of {allowed}")
+            continue
+        lang = row.get("lang") or variety.split("-")[0]
+        source = str(row.get("source") or path.stem)
+        family = str(row.get("family") or source)
+        examples.append(
+            Example(
+                text=text,
+                labels=frozenset(labels),
+                lang=str(lang),
+                variety=variety,
+                source=source,
+                family=family,
+                file=str(path),
+                line=number,
+            )
+        )
+    if problems:
+        raise DatasetError(problems)
+    if not examples:
+        raise DatasetError([f"{path}: no examples (an empty file teaches nothing)"])
+    return examples
+
+
+def held_out(example: Example) -> bool:
+    """Whether the example's family is in the held-out split (stable across runs)."""
+    digest = hashlib.sha256(example.family.encode("utf-8")).digest()
+    return digest[0] % HELD_OUT_BUCKETS == 0
+
+
+def split(examples: Sequence[Example]) -> tuple[list[Example], list[Example]]:
+    """Train and held-out, split by family: no family has rows on both sides."""
+    train = [e for e in examples if not held_out(e)]
+    test = [e for e in examples if held_out(e)]
+    return train, test
+
+
+def files_digest(paths: Sequence[Path]) -> str:
+    """A hash of the files' names and bytes, in a stable order."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode("utf-8"))
+        h.update(b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# --- the model ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Training parameters; part of the model version."""
+
+    heads: tuple[str, ...]
+    intents: tuple[str, ...] = ()
+    char_ngrams: tuple[int, int] = (2, 5)
+    word_ngrams: tuple[int, int] = (1, 2)
+    min_df: int = 2
+    c: float = 4.0
+    seed: int = 20261203
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (for the version hash)."""
+        return {
+            "heads": list(self.heads),
+            "intents": list(self.intents),
+            "char_ngrams": list(self.char_ngrams),
+            "word_ngrams": list(self.word_ngrams),
+            "min_df": self.min_df,
+            "c": self.c,
+            "seed": self.seed,
+        }
+
+
+NO_INTENT = "none"
+
+
+@dataclass
+class TextModel:
+    """A fitted model: vectorizers, one weight column per head, calibration, intents."""
+
+    name: str
+    version: str
+    params: Params
+    char: TfidfVectorizer
+    word: TfidfVectorizer
+    weights: np.ndarray  # (n_features, n_heads + n_intents)
+    bias: np.ndarray  # (n_heads + n_intents,)
+    platt: np.ndarray  # (n_heads, 2): p = 1 / (1 + exp(a * f + b))
+    intents: tuple[str, ...]
+    trained_on: int
+    trained_seconds: float
+    label_counts: dict[str, int] = field(default_factory=dict)
+    _names: np.ndarray | None = None
+
+    def _features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        folded = [fold(t) for t in texts]
+        return sparse.hstack(
+            [self.char.transform(folded), self.word.transform(folded)], format="csr"
+        )
+
+    def _raw(self, x: sparse.csr_matrix) -> np.ndarray:
+        raw: np.ndarray = np.asarray(x @ self.weights) + self.bias
+        return raw
+
+    def score_many(self, texts: Sequence[str]) -> list[tuple[dict[str, float], dict[str, float]]]:
+        """Per text: calibrated head probabilities and intent probabilities."""
+        if not texts:
+            return []
+        raw = self._raw(self._features(texts))
+        n = len(self.params.heads)
+        a, b = self.platt[:, 0], self.platt[:, 1]
+        heads = 1.0 / (1.0 + np.exp(raw[:, :n] * a + b))
+        out: list[tuple[dict[str, float], dict[str, float]]] = []
+        for row in range(raw.shape[0]):
+            head_scores = {
+                h: round(float(heads[row, i]), 4) for i, h in enumerate(self.params.heads)
+            }
+            intent_scores: dict[str, float] = {}
+            if self.intents:
+                logits = raw[row, n:]
+                logits = logits - logits.max()
+                probs = np.exp(logits) / np.exp(logits).sum()
+                intent_scores = {
+                    name: round(float(p), 4) for name, p in zip(self.intents, probs, strict=True)
+                }
+            out.append((head_scores, intent_scores))
+        return out
+
+    def score(self, text: str) -> tuple[dict[str, float], dict[str, float]]:
+        """Calibrated head probabilities and intent probabilities of one text."""
+        return self.score_many([text])[0]
+
+    def feature_names(self) -> np.ndarray:
+        """Names of the feature columns (`c:` char n-grams, `w:` word n-grams)."""
+        if self._names is None:
+            self._names = np.concatenate(
+                [
+                    np.array(["c:" + n for n in self.char.get_feature_names_out()]),
+                    np.array(["w:" + n for n in self.word.get_feature_names_out()]),
+                ]
+            )
+        return self._names
+
+    def explain(self, text: str, column: str, top: int = 6) -> list[tuple[str, float]]:
+        """The features of `text` that moved `column` (a head or an intent) most, signed."""
+        columns = [*self.params.heads, *self.intents]
+        index = columns.index(column)
+        x = self._features([text]).tocoo()
+        contributions = x.data * self.weights[x.col, index]
+        if index < len(self.params.heads):  # in probability direction: a < 0 for a good fit
+            contributions = contributions * -np.sign(self.platt[index, 0] or -1.0)
+        order = np.argsort(-np.abs(contributions))[:top]
+        names = self.feature_names()
+        return [(str(names[x.col[i]]), round(float(contributions[i]), 3)) for i in order]
+
+
+def _vectorizers(params: Params) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+    char = TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=params.char_ngrams,
+        min_df=params.min_df,
+        sublinear_tf=True,
+        lowercase=False,
+        dtype=np.float32,
+    )
+    word = TfidfVectorizer(
+        analyzer="word",
+        ngram_range=params.word_ngrams,
+        min_df=1,
+        sublinear_tf=True,
+        lowercase=False,
+        token_pattern=r"(?u)\b\w+\b|[!?¡¿]+|[^\w\s]",
+        dtype=np.float32,
+    )
+    return char, word
+
+
+def train(examples: Sequence[Example], params: Params, *, name: str, version: str) -> TextModel:
+    """Fit every head on the examples (deterministic for the same inputs)."""
+    started = time.perf_counter()
+    char, word = _vectorizers(params)
+    folded = [fold(e.text) for e in examples]
+    x = sparse.hstack([char.fit_transform(folded), word.fit_transform(folded)], format="csr")
+    columns: list[np.ndarray] = []
+    biases: list[float] = []
+    platt: list[tuple[float, float]] = []
+    counts = Counter(label for e in examples for label in e.labels)
+    for head in params.heads:
+        y = np.array([head in e.labels for e in examples], dtype=int)
+        if y.sum() < 3 or y.sum() > len(y) - 3:
+            raise DatasetError([f"head '{head}' needs at least 3 positive and 3 negative examples"])
+        model = LogisticRegression(
+            C=params.c, class_weight="balanced", max_iter=2000, solver="liblinear"
+        )
+        folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=params.seed)
+        oof = cross_val_predict(model, x, y, cv=folds, method="decision_function")
+        calibrator = LogisticRegression(C=1e4, max_iter=1000).fit(oof.reshape(-1, 1), y)
+        model.fit(x, y)
+        columns.append(model.coef_[0].astype(np.float32))
+        biases.append(float(model.intercept_[0]))
+        # sklearn's p = 1/(1+exp(-(w f + c))); store as a, b of p = 1/(1+exp(a f + b))
+        platt.append((-float(calibrator.coef_[0][0]), -float(calibrator.intercept_[0])))
+    intents: tuple[str, ...] = ()
+    if params.intents:
+        allowed = set(params.intents)
+        y_intent = [next((lbl for lbl in e.labels if lbl in allowed), NO_INTENT) for e in examples]
+        multi = LogisticRegression(C=params.c, max_iter=3000, class_weight="balanced")
+        multi.fit(x, y_intent)
+        intents = tuple(str(c) for c in multi.classes_)
+        for i in range(len(intents)):
+            columns.append(multi.coef_[i].astype(np.float32))
+            biases.append(float(multi.intercept_[i]))
+    return TextModel(
+        name=name,
+        version=version,
+        params=params,
+        char=char,
+        word=word,
+        weights=np.column_stack(columns).astype(np.float32),
+        bias=np.array(biases, dtype=np.float32),
+        platt=np.array(platt, dtype=np.float64).reshape(-1, 2),
+        intents=intents,
+        trained_on=len(examples),
+        trained_seconds=round(time.perf_counter() - started, 2),
+        label_counts=dict(counts),
+    )
+
+
+def version_of(name: str, params: Params, data_digest: str) -> str:
+    """The model version: name plus a hash of data, parameters and library versions."""
+    h = hashlib.sha256()
+    h.update(json.dumps(params.as_dict(), sort_keys=True).encode())
+    h.update(data_digest.encode())
+    h.update(f"{FORMAT}:{sklearn.__version__}:{np.__version__}".encode())
+    return f"{name}-{h.hexdigest()[:12]}"
+
+
+def cached(
+    cache_dir: Path,
+    *,
+    name: str,
+    version: str,
+    build: Any,
+) -> TextModel:
+    """The model `version` from the cache, or built by `build()` and written there."""
+    path = cache_dir / f"{version}.pkl"
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                model = pickle.load(fh)  # our own artefact, written below
+            if isinstance(model, TextModel) and model.version == version:
+                return model
+        except Exception as exc:  # a truncated or foreign file is rebuilt, not trusted
+            log.warning("model cache %s unreadable (%s); rebuilding", path, exc)
+    model = build()
+    if not isinstance(model, TextModel):
+        raise TypeError("build() must return a TextModel")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with tmp.open("wb") as fh:
+            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    except OSError as exc:  # a read-only home still serves the model it just built
+        log.warning("cannot write model cache %s: %s", path, exc)
+    return model
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelReport:
+    """Precision, recall and F1 of one label, with its counts."""
+
+    label: str
+    tp: int
+    fp: int
+    fn: int
+    support: int
+
+    @property
+    def precision(self) -> float:
+        """Of what was predicted, how much was right (1.0 when nothing was predicted)."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Of what was there, how much was found (1.0 when there was nothing)."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall."""
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return {
+            "label": self.label,
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "support": self.support,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+        }
+
+
+def label_reports(
+    labels: Sequence[str],
+    truth: Sequence[frozenset[str]],
+    predicted: Sequence[frozenset[str]],
+) -> list[LabelReport]:
+    """One report per label over paired truth/prediction sets."""
+    reports = []
+    for label in labels:
+        tp = sum(1 for t, p in zip(truth, predicted, strict=True) if label in t and label in p)
+        fp = sum(1 for t, p in zip(truth, predicted, strict=True) if label not in t and label in p)
+        fn = sum(1 for t, p in zip(truth, predicted, strict=True) if label in t and label not in p)
+        support = sum(1 for t in truth if label in t)
+        reports.append(LabelReport(label, tp, fp, fn, support))
+    return reports
