@@ -42,9 +42,10 @@ def _add_replay() -> None:
 
 
 def _add_judgment() -> None:
-    from traza.cli_judgment import judgment_cli
+    from traza.cli_decisions import guardrails_cli, judgment_cli
 
     cli.add_typer(judgment_cli, name="judgment")
+    cli.add_typer(guardrails_cli, name="guardrails")
 
 
 def _add_audit() -> None:

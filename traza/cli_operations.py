@@ -222,3 +222,37 @@ def rules_check(
         f"{loaded.source}: valid, version {loaded.version} — {len(r.routing)} routing rules, "
         f"{len(r.teams)} teams with hours, {len(r.slas)} SLAs, {len(r.integrations)} integrations"
     )
+
+
+@agents_cli.command("check")
+def agents_check(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(help="Folder of follow-up agent files (default: TRAZA_CONFIG_DIR/agents)."),
+    ] = None,
+) -> None:
+    """Validate the follow-up agents and render every template through the guardrails.
+
+    A template that breaks a policy (a salary, a start date, a decision, another
+    candidate's data) is refused with agent, template, category and span; exit 1.
+    """
+    from traza.recruiting.agents import agents_dir, load_agents
+    from traza.rules.loader import RulesError
+
+    target = folder or agents_dir()
+    if target is None:
+        _fail("no agents folder: set TRAZA_CONFIG_DIR (agents live in its agents/ folder)")
+        return
+    if not target.is_dir():
+        _fail(f"{target}: not a folder")
+    try:
+        agents = load_agents(target)
+    except RulesError as exc:
+        for problem in exc.problems:
+            typer.secho(str(problem), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    for name, agent in sorted(agents.items()):
+        count = sum(len(t.text) for langs in agent.templates.values() for t in langs.values())
+        typer.echo(f"{name}: valid — {count} template texts checked by the guardrails")
+    if not agents:
+        typer.echo(f"{target}: no agent files")

@@ -248,3 +248,83 @@ def report(
         misses=misses[:max_misses],
         failures=failures_of(routes),
     )
+
+
+def guardrail_report(
+    examples: Sequence[Example],
+    model: TextModel,
+    pol: Any,
+    *,
+    max_misses: int = 30,
+) -> dict[str, Any]:
+    """How the offline guardrail layers do on labelled replies (benign: no labels)."""
+    from traza.decisions import entities, guardrails  # guardrails imports this module's peers
+
+    vocab = pol.vocabulary()
+    scores = model.score_many([e.text for e in examples])
+    truth: list[frozenset[str]] = []
+    predicted: list[frozenset[str]] = []
+    by_layer: Counter[str] = Counter()
+    by_variety: dict[str, Counter[str]] = defaultdict(Counter)
+    missed: list[dict[str, Any]] = []
+    false_blocked: list[dict[str, Any]] = []
+    for e, (s, _) in zip(examples, scores, strict=True):
+        found = entities.find(e.text, vocab)
+        people = guardrails._people_findings(e.text, None, pol.allow, pol.contact_cues)
+        flagged = [c for c in guardrails.CATEGORIES if s.get(c, 0.0) >= pol.threshold(c)]
+        layers = {
+            "entities": {f.category for f in found},
+            "people": {f.category for f in people},
+            "classifier": set(flagged),
+        }
+        cats = frozenset(set().union(*layers.values()))
+        truth.append(e.labels)
+        predicted.append(cats)
+        first = next((name for name, c in layers.items() if c), None)
+        counts = by_variety[e.variety]
+        why = {k: sorted(v) for k, v in layers.items() if v}
+        if e.labels:
+            counts["violating"] += 1
+            if first:
+                by_layer[first] += 1
+            else:
+                counts["sent"] += 1
+                missed.append(
+                    {"text": e.text, "labels": sorted(e.labels), "variety": e.variety, "why": why}
+                )
+        else:
+            counts["benign"] += 1
+            if first:
+                counts["false_blocks"] += 1
+                false_blocked.append(
+                    {"text": e.text, "labels": [], "variety": e.variety, "why": why}
+                )
+    violating = sum(1 for t in truth if t)
+    benign = len(truth) - violating
+    reports = label_reports(guardrails.CATEGORIES, truth, predicted)
+    return {
+        "model": model.version,
+        "examples": len(examples),
+        "categories": [
+            {
+                "category": r.label,
+                "precision": round(r.precision, 4),
+                "recall": round(r.recall, 4),
+                "support": r.support,
+            }
+            for r in reports
+        ],
+        "violating": violating,
+        "blocked": violating - len(missed),
+        "sent": len(missed),
+        "benign": benign,
+        "false_blocks": len(false_blocked),
+        "false_block_rate": round(len(false_blocked) / benign, 4) if benign else 0.0,
+        "by_layer": dict(by_layer),
+        "by_variety": {
+            v: {k: c[k] for k in ("violating", "sent", "benign", "false_blocks")}
+            for v, c in sorted(by_variety.items())
+        },
+        "missed": missed[:max_misses],
+        "false_blocked": false_blocked[:max_misses],
+    }

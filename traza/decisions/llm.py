@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field, SecretStr
 import prompts
 from traza import metrics
 from traza.decisions.classifier import INTENTS, Classification, Intent
-from traza.decisions.guardrails import Verdict
 from traza.settings import get_settings
 
 MAX_TOOL_ROUNDS = 3
@@ -181,15 +180,21 @@ async def write_reply(
     return text.strip()
 
 
-async def judge(model: BaseChatModel, text: str) -> Verdict:
-    """The model's second opinion on a reply that passed the offline policies."""
+async def judge(model: BaseChatModel, text: str) -> tuple[bool, str]:
+    """The model's verdict on a reply: (allowed, reason); raises `LLMError` when it can't.
+
+    The reply is passed as delimited content to judge, never as instructions.
+    """
     structured = model.with_structured_output(JudgeOutput, method="function_calling")
     out = await _bounded(
-        structured.ainvoke([SystemMessage(prompts.system_prompt("judge")), HumanMessage(text)]),
+        structured.ainvoke(
+            [
+                SystemMessage(prompts.system_prompt("judge")),
+                HumanMessage(f"<reply>\n{text}\n</reply>"),
+            ]
+        ),
         "judge",
     )
     if not isinstance(out, JudgeOutput):
         raise LLMError("model returned no verdict")
-    if out.allowed:
-        return Verdict(allowed=True, source="llm")
-    return Verdict(allowed=False, policies=["llm_judge"], reason=out.reason, source="llm")
+    return out.allowed, out.reason

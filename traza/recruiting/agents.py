@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from traza.decisions import guardrails
 from traza.rules.loader import Problem, RulesError, parse_model, problems_at
 from traza.rules.schema import WEEKDAYS, Duration, TimeRange, Weekday
 from traza.settings import get_settings
@@ -215,7 +216,40 @@ def _references(agent: Agent) -> list[tuple[tuple[Any, ...], str]]:
                 problems.append(
                     (("templates", trigger, language, "buttons"), "at most 3 reply buttons")
                 )
+            for tone, text in template.text.items():
+                problems += [
+                    (("templates", trigger, language, "text", tone), problem)
+                    for problem in template_violations(agent, text)
+                ]
     return problems
+
+
+SAMPLE = {
+    "nombre": "Ana",
+    "nombre_completo": "Ana Pérez",
+    "vacante": "Analista de datos",
+    "etapa": "entrevista",
+    "fecha": "martes 14 de marzo",
+    "hora": "10:00",
+    "lugar": "Av. Reforma 123",
+    "link": "https://example.com/entrevista",
+    "faltantes": "tu CV",
+    "plazo": "5 días hábiles",
+}
+"""Sample values a template is rendered with before its guardrail check."""
+
+
+def template_violations(agent: Agent, text: str) -> list[str]:
+    """Guardrail problems of a template rendered with sample data (empty: it may send)."""
+    values = SAMPLE | {"firma": agent.context.signature or "", "empresa": agent.context.company}
+    rendered = _FIELD.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
+    verdict = guardrails.check_reply(rendered)
+    if verdict.allowed:
+        return []
+    return [
+        f"agent '{agent.name}': template breaks the guardrail policy "
+        f"({', '.join(verdict.policies)}, layer {verdict.source}): «{verdict.span}»"
+    ]
 
 
 def parse_agent(text: str, *, source: str) -> Agent:
@@ -260,13 +294,29 @@ def _cached(folder: str | None, stamp: tuple[int, ...]) -> dict[str, Agent]:
     return load_agents(Path(folder) if folder else None)
 
 
+_last_good: dict[str, dict[str, Agent]] = {}
+
+
 def active_agents() -> dict[str, Agent]:
-    """The configured agents (re-read when a file changes)."""
+    """The configured agents (re-read when a file changes).
+
+    A changed folder with a bad file (a template that breaks a guardrail included) is
+    refused: the previous agents stay active and the problems are logged.
+    """
     folder = agents_dir()
     if folder is None:
         return {}
     stamp = tuple(p.stat().st_mtime_ns for p in sorted(folder.glob("*.y*ml")))
-    return _cached(str(folder), stamp)
+    try:
+        agents = _cached(str(folder), stamp)
+    except RulesError as exc:
+        previous = _last_good.get(str(folder))
+        if previous is None:
+            raise
+        log.error("agent files refused, keeping the previous agents:\n%s", exc)
+        return previous
+    _last_good[str(folder)] = agents
+    return agents
 
 
 def contact_window_open(agent: Agent, local: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Check the draft against the policies (and the model judge, when configured)."""
+"""Check the draft in layers: entities, other people's data, the reply classifier, the judge."""
 
 from __future__ import annotations
 
@@ -11,36 +11,49 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
-from traza.decisions import llm
-from traza.decisions.guardrails import check_reply
+from traza.decisions import guardrails, llm
+from traza.recruiting.people import people_for_reply
 
 
 async def check_guardrails(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """A blocked draft is not sent: the turn is escalated to a human, with the reason."""
+    """A blocked draft is never sent: the turn goes to a human with category and span.
+
+    The judge (with a model) fails closed: if it cannot answer, the reply is held and
+    recorded as `guardrail.unavailable`.
+    """
     started = time.perf_counter()
     draft = state.get("draft") or {}
-    verdict = check_reply(str(draft.get("text") or ""))
-    data: dict[str, Any] = {}
+    text = str(draft.get("text") or "")
     model = llm.chat_model(runtime.context.llm_model) if runtime.context.use_llm else None
-    if verdict.allowed and model is not None:
-        try:
-            verdict = await llm.judge(model, str(draft.get("text") or ""))
-        except llm.LLMError as exc:
-            data |= {"llm_error": str(exc), "fallback": "policy"}
+
+    async def judge(reply: str) -> tuple[bool, str]:
+        assert model is not None
+        return await llm.judge(model, reply)
+
+    people = await people_for_reply(state["conversation_id"], text)
+    verdict = await guardrails.check(text, people=people, judge=judge if model else None)
     update: dict[str, Any] = {"guardrail": verdict.as_dict()}
+    data: dict[str, Any] = {"draft_source": draft.get("source")}
     if not verdict.allowed:
-        data["blocked_text"] = draft.get("text")
+        data["blocked_text"] = text
+        span = f" («{verdict.span}»)" if verdict.span else ""
         update["decision"] = {
             **state["decision"],
             "route": "human",
             "rule": "guardrail",
-            "reason": f"reply blocked: {', '.join(verdict.policies)}",
+            "reason": f"reply blocked by {verdict.source}: {', '.join(verdict.policies)}{span}",
+            "guardrail": {
+                "categories": verdict.policies,
+                "span": verdict.span,
+                "layer": verdict.source,
+            },
         }
+    unavailable = guardrails.UNAVAILABLE in verdict.policies
     await record_step(  # buffered: written with the turn's effect
         conversation_id=state["conversation_id"],
-        kind="guardrail.verdict",
+        kind="guardrail.unavailable" if unavailable else "guardrail.verdict",
         actor=trace.bot(runtime.context.bot_name),
-        data=verdict.as_dict() | data | {"draft_source": draft.get("source")},
+        data=verdict.as_dict() | data,
         started=started,
         llm=model is not None,
     )

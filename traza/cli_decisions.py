@@ -1,4 +1,4 @@
-"""`traza judgment eval | explain | train`: measure, read and rebuild the judgment model.
+"""`traza judgment …` and `traza guardrails …`: measure, explain and rebuild the models.
 
 No database is needed: the model is built from the example files (shipped and
 `$TRAZA_CONFIG_DIR/judgment/*.jsonl`) and cached under `$TRAZA_MODEL_CACHE`.
@@ -241,3 +241,115 @@ def train() -> None:
     )
     counts = ", ".join(f"{k} {v}" for k, v in sorted(model.label_counts.items()))
     typer.echo(f"labels: {counts}")
+
+
+guardrails_cli = typer.Typer(
+    no_args_is_help=True, help="Measure and explain the guardrails on outgoing replies."
+)
+
+
+@guardrails_cli.command("eval")
+def guardrails_eval(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Labelled replies (JSONL); default: the shipped held-out split."),
+    ] = None,
+    misses: Annotated[int, typer.Option(help="How many misses and false blocks to list.")] = 30,
+    max_false_blocks: Annotated[
+        float, typer.Option(help="Fail (exit 1) above this share of benign replies blocked.")
+    ] = 0.02,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Per-category precision/recall, violations sent, false blocks, and the misses.
+
+    The offline layers are measured (entities, people, reply classifier); the model judge
+    only adds blocks. Exit 1 when any violating reply would be sent or false blocks exceed
+    --max-false-blocks; 2 on bad input.
+    """
+    from traza.decisions import guardrails
+    from traza.decisions.evaluation import guardrail_report
+    from traza.decisions.textmodel import DatasetError, split
+
+    try:
+        pol = guardrails.policy()
+        if file is None:
+            examples = split(guardrails.read(guardrails.builtin_files()))[1]
+            model = guardrails.build(split="train", with_operator=False)
+        else:
+            examples = guardrails.read([file], operator=True)
+            model = guardrails.build()
+    except (DatasetError, guardrails.PolicyError) as exc:
+        fail(str(exc))
+        raise  # unreachable
+    report = guardrail_report(examples, model, pol, max_misses=misses)
+    failed = report["sent"] > 0 or report["false_block_rate"] > max_false_blocks
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        raise typer.Exit(1 if failed else 0)
+    typer.echo(
+        f"reply classifier {report['model']}; {report['examples']} replies"
+        f" ({'held-out split' if file is None else file})\n"
+    )
+    rows = [
+        [c["category"], _pct(c["precision"]), _pct(c["recall"]), str(c["support"])]
+        for c in report["categories"]
+    ]
+    typer.echo(_table(rows, ["category", "precision", "recall", "support"]))
+    typer.echo(
+        f"\nviolating replies: {report['violating']}, blocked {report['blocked']},"
+        f" SENT {report['sent']}"
+    )
+    typer.echo(
+        f"benign replies: {report['benign']}, falsely blocked {report['false_blocks']}"
+        f" ({report['false_block_rate']:.1%})"
+    )
+    typer.echo("blocked by layer: " + ", ".join(f"{k} {v}" for k, v in report["by_layer"].items()))
+    typer.echo("\nby language variety")
+    vrows = [
+        [v, str(d["violating"]), str(d["sent"]), str(d["benign"]), str(d["false_blocks"])]
+        for v, d in report["by_variety"].items()
+    ]
+    typer.echo(_table(vrows, ["variety", "violating", "sent", "benign", "false blocks"]))
+    for title, key in (("sent (missed)", "missed"), ("falsely blocked", "false_blocked")):
+        if report[key]:
+            typer.echo(f"\n{title}")
+            for m in report[key]:
+                typer.echo(f"  [{m['variety']}] {m['text'][:110]!r}  {m['labels']} {m['why']}")
+    if failed:
+        typer.secho("\ntargets missed", fg=typer.colors.RED)
+        raise typer.Exit(1)
+    typer.secho("\nall targets held", fg=typer.colors.GREEN)
+
+
+@guardrails_cli.command("explain")
+def guardrails_explain(
+    text: Annotated[str, typer.Argument(help="A reply the bot might send.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Which layer matched what: every layer's verdict, category and matched span."""
+    from traza.decisions import guardrails
+
+    if not text.strip():
+        fail("give a non-empty reply to explain")
+    try:
+        verdict = guardrails.check_reply(text)
+    except guardrails.PolicyError as exc:
+        fail(str(exc))
+        raise  # unreachable
+    if as_json:
+        typer.echo(json.dumps(verdict.as_dict(), ensure_ascii=False, indent=2))
+        return
+    for layer in verdict.layers:
+        typer.echo(f"  {layer['layer']:11} {layer['verdict'].upper()}")
+        for f in layer["findings"]:
+            typer.echo(f"      {f['category']}: «{f['span']}» ({f['detail']})")
+        if layer.get("scores"):
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in layer["scores"].items())
+            typer.echo(f"      scores: {scores}")
+    if verdict.allowed:
+        typer.secho("→ may be sent", fg=typer.colors.GREEN)
+    else:
+        typer.secho(
+            f"→ BLOCKED by {verdict.source}: {', '.join(verdict.policies)} «{verdict.span}»",
+            fg=typer.colors.RED,
+        )

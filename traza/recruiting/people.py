@@ -1,0 +1,75 @@
+"""Whose data a reply may carry: the candidate's own, and the pool's and staff's that it must not.
+
+The guardrails' `people` layer compares a reply with real data. Only what the reply could
+name is looked up — its capitalised word sequences, phone numbers and e-mails — so the
+check costs one statement however large the talent pool is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import text
+
+from traza.db.engine import autocommit
+from traza.decisions.entities import plain
+from traza.decisions.guardrails import EMAIL, PHONE_REGIONS, People, capitalised_names, phone_key
+
+PEOPLE_SQL = text(
+    """
+    WITH own AS (
+        SELECT ct.wa_id, ct.profile_name, k.id AS candidate_id, k.name, k.email, k.phone
+          FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+          LEFT JOIN candidates k ON k.contact_id = ct.id
+         WHERE c.id = :cid
+    )
+    SELECT 'own' AS whose, o.wa_id AS phone, o.profile_name AS name, NULL AS email FROM own o
+    UNION ALL SELECT 'own', o.phone, o.name, o.email FROM own o
+    UNION ALL
+    SELECT 'other', k.phone, k.name, k.email FROM candidates k
+     WHERE k.id IS DISTINCT FROM (SELECT candidate_id FROM own)
+       AND (lower(k.name) = ANY(:names) OR lower(k.email) = ANY(:emails)
+            OR right(regexp_replace(coalesce(k.phone, k.wa_id, ''), '\\D', '', 'g'), 8)
+               = ANY(:phones))
+    UNION ALL
+    SELECT 'other', NULL, a.name, a.email FROM agents a
+     WHERE lower(a.name) = ANY(:names) OR lower(a.email) = ANY(:emails)
+    """
+)
+
+
+def _phones(reply: str) -> list[str]:
+    keys = set()
+    for region in PHONE_REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(reply, region):
+            keys.add(phone_key(match.raw_string))
+    return sorted(keys)
+
+
+async def people_for_reply(conversation_id: int, reply: str) -> People:
+    """The candidate's own data and the other people the reply might name."""
+    names = sorted({n.lower() for n in capitalised_names(reply)} | set())
+    emails = sorted({m.group(0).lower() for m in EMAIL.finditer(reply)})
+    params: dict[str, Any] = {
+        "cid": conversation_id,
+        "names": names,
+        "emails": emails,
+        "phones": _phones(reply),
+    }
+    async with autocommit() as conn:
+        rows = (await conn.execute(PEOPLE_SQL, params)).all()
+    own = [r for r in rows if r.whose == "own"]
+    other = [r for r in rows if r.whose == "other"]
+    return People(
+        own_names=frozenset(r.name for r in own if r.name),
+        own_phones=frozenset(r.phone for r in own if r.phone),
+        own_emails=frozenset(r.email for r in own if r.email),
+        other_names=frozenset(
+            r.name
+            for r in other
+            if r.name and plain(r.name) not in {plain(o.name) for o in own if o.name}
+        ),
+        other_phones=frozenset(r.phone for r in other if r.phone),
+        other_emails=frozenset(r.email for r in other if r.email),
+    )
