@@ -44,6 +44,8 @@ os.environ.update(
         "TRAZA_STALLED_SECONDS": "5",
     }
 )
+# Trained models are cached by the hash of their data: one build per machine, not per run.
+os.environ.setdefault("TRAZA_MODEL_CACHE", str(Path(tempfile.gettempdir()) / "traza-test-models"))
 
 APP_SECRET = "test-app-secret"
 ADMIN = {"Authorization": "Bearer test-admin-key"}

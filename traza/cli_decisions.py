@@ -54,6 +54,18 @@ def eval_(
     ] = None,
     misses: Annotated[int, typer.Option(help="How many misclassified messages to list.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    min_escalate_recall: Annotated[
+        float, typer.Option(help="Fail below this escalation recall (each head).")
+    ] = 0.95,
+    min_opt_out_recall: Annotated[
+        float, typer.Option(help="Fail below this opt-out recall (acted or asked).")
+    ] = 0.95,
+    max_false_escalation: Annotated[
+        float, typer.Option(help="Fail above this share of calm messages escalated.")
+    ] = 0.05,
+    max_false_opt_out: Annotated[
+        int, typer.Option(help="Fail above this many messages opted out wrongly.")
+    ] = 0,
 ) -> None:
     """Per-label precision/recall/F1, routes by variety, intent confusion, the misses.
 
@@ -77,7 +89,13 @@ def eval_(
     except DatasetError as exc:
         fail(str(exc))
         raise  # unreachable
-    report = evaluation.report(examples, model, policy, max_misses=misses)
+    targets = {
+        "escalate_recall": min_escalate_recall,
+        "opt_out_recall": min_opt_out_recall,
+        "false_escalation": max_false_escalation,
+        "false_opt_out": max_false_opt_out,
+    }
+    report = evaluation.report(examples, model, policy, max_misses=misses, targets=targets)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
         raise typer.Exit(1 if report.failures else 0)

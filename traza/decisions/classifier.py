@@ -9,6 +9,7 @@ whole-message keywords (`prompts/judgment.yaml`) are fast paths that skip the mo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, get_args
 
 import prompts
@@ -69,10 +70,17 @@ def _keywords() -> dict[str, Any]:
     return prompts.load("judgment")
 
 
+@lru_cache(maxsize=8)
+def _folded(words: tuple[str, ...]) -> dict[str, str]:
+    return {fold(w): w for w in words}
+
+
 def _whole_message(folded: str, words: list[str]) -> str | None:
     """A keyword that is the whole message (punctuation and emoji around it ignored)."""
-    bare = "".join(c for c in folded if c.isalnum() or c.isspace()).strip()
-    return next((w for w in words if bare == fold(w)), None)
+    if len(folded) > 40:  # no keyword is that long: skip the work for ordinary messages
+        return None
+    bare = " ".join("".join(c for c in folded if c.isalnum() or c.isspace()).split())
+    return _folded(tuple(words)).get(bare)
 
 
 def signals_from_scores(
@@ -103,7 +111,9 @@ def signals_from_scores(
         policy.uncertain_from <= scores.get(h, 0.0) < policy.threshold(h)
         for h in judgment.ESCALATION
     )
-    uncertain = not decisive and hesitant
+    # A head close to its threshold makes the turn uncertain, unless the intent is clear.
+    sure_intent = intent != "unknown" and intent_scores.get(intent, 0.0) >= policy.sure_intent
+    uncertain = not decisive and hesitant and not sure_intent
     if decisive:
         confidence = max(
             [scores.get(h, 0.0) for h, on in fired.items() if on]

@@ -47,6 +47,7 @@ class Vocabulary:
     others: re.Pattern[str]
     refusals: re.Pattern[str]
     confidential: re.Pattern[str]
+    others_patterns: tuple[re.Pattern[str], ...]
 
 
 def plain(text: str) -> str:
@@ -88,6 +89,7 @@ def compile_vocabulary(
     others_words: tuple[str, ...],
     refusals: tuple[str, ...],
     confidential: tuple[str, ...],
+    others_patterns: tuple[str, ...] = (),
 ) -> Vocabulary:
     """Compile the policy's word lists once."""
     cur = _alternation(list(currencies))
@@ -115,6 +117,7 @@ def compile_vocabulary(
         others=_words(list(others_words)),
         refusals=_words(list(refusals)),
         confidential=_words(list(confidential)),
+        others_patterns=tuple(re.compile(p) for p in others_patterns),
     )
 
 
@@ -127,6 +130,14 @@ def _refused(refusals: re.Pattern[str], text: str, start: int) -> bool:
     before = text[max(0, start - REFUSAL_WINDOW) : start]
     before = re.split(r"[.!?;\n]", before)[-1]
     return bool(refusals.search(before))
+
+
+def _asked(text: str, match: re.Match[str]) -> bool:
+    """The match sits in a question ("¿que si ya puedes renunciar?"): it quotes, not states."""
+    start = max(text.rfind(c, 0, match.start()) for c in ".!?\n")
+    opening = text.rfind("¿", 0, match.start())
+    end = min((i for i in (text.find(c, match.end()) for c in ".!?\n") if i >= 0), default=-1)
+    return opening > start or (end >= 0 and text[end] == "?")
 
 
 def _numbers_in_words(text: str) -> list[str]:
@@ -204,8 +215,12 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
             if w:
                 add("start_date", f"{m.group(0)} … {w.group(0)}", "start word with a date")
         for m in vocab.decisions.finditer(variant):
-            if not _refused(vocab.refusals, variant, m.start()):
+            if not _refused(vocab.refusals, variant, m.start()) and not _asked(variant, m):
                 add("hiring_decision", m.group(0), "outcome phrase")
+        for pattern in vocab.others_patterns:
+            for m in pattern.finditer(variant):
+                if not _refused(vocab.refusals, variant, m.start()):
+                    add("other_candidates", m.group(0), "ranking or count of other applicants")
         for m in vocab.congrats.finditer(variant):
             window = variant[m.start() : m.end() + WINDOW]
             o = vocab.outcome_words.search(window)

@@ -113,6 +113,7 @@ class Report:
     confusion: dict[str, dict[str, int]]
     misses: list[dict[str, Any]]
     failures: list[str] = field(default_factory=list)
+    targets: dict[str, float] = field(default_factory=lambda: dict(TARGETS))
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""
@@ -125,7 +126,7 @@ class Report:
             "confusion": self.confusion,
             "misses": self.misses,
             "failures": self.failures,
-            "targets": TARGETS,
+            "targets": self.targets,
         }
 
 
@@ -194,6 +195,7 @@ def report(
     policy: JudgmentPolicy | None = None,
     *,
     max_misses: int = 50,
+    targets: dict[str, float] | None = None,
 ) -> Report:
     """Per-label P/R/F1, route figures overall and by variety, intent confusion, misses."""
     outcomes = run(examples, model, policy)
@@ -246,7 +248,8 @@ def report(
         by_variety=by_variety,
         confusion={k: dict(v) for k, v in sorted(confusion.items())},
         misses=misses[:max_misses],
-        failures=failures_of(routes),
+        failures=failures_of(routes, targets),
+        targets=TARGETS | (targets or {}),
     )
 
 

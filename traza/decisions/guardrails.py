@@ -104,6 +104,18 @@ class EntityLists(_Strict):
     others_words: list[str] = Field(min_length=1)
     refusals: list[str] = Field(min_length=1)
     confidential: list[str] = Field(min_length=1)
+    others_patterns: list[str] = []
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> EntityLists:
+        for i, pattern in enumerate(self.others_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"others_patterns[{i}] is not a regular expression: {exc}"
+                ) from None
+        return self
 
 
 class GuardrailPolicy(_Strict):
@@ -148,6 +160,7 @@ class GuardrailPolicy(_Strict):
             tuple(e.others_words),
             tuple(e.refusals),
             tuple(e.confidential),
+            tuple(e.others_patterns),
         )
 
 

@@ -12,20 +12,27 @@ from functools import lru_cache
 from lingua import Language, LanguageDetector, LanguageDetectorBuilder
 
 SUPPORTED = {Language.SPANISH: "es", Language.ENGLISH: "en", Language.PORTUGUESE: "pt"}
-MIN_MARGIN = 0.2
-"""How far the best language must be ahead of the second to replace the fallback."""
+MIN_MARGIN = 0.5
+"""How far ahead of the second the best language must be, in a short message, to replace
+the fallback."""
 
 
 @lru_cache(maxsize=1)
 def detector() -> LanguageDetector:
-    """The detector (built once; its models load on first use)."""
-    return LanguageDetectorBuilder.from_languages(*SUPPORTED).build()
+    """The detector, built once with its three language models loaded up front.
+
+    Loading them lazily would put a 0.3-second pause on the first message in each
+    language; the memory is the same once all three have been seen.
+    """
+    return (
+        LanguageDetectorBuilder.from_languages(*SUPPORTED).with_preloaded_language_models().build()
+    )
 
 
 def detect(text: str, fallback: str = "es") -> str:
     """`es`, `en` or `pt`; `fallback` when the text has too few letters or no clear winner."""
     letters = sum(c.isalpha() for c in text)
-    if letters < 2:
+    if letters < 4:  # "ok", "sí", "👍": nothing to tell a language by
         return fallback
     if "¿" in text or "¡" in text or "ñ" in text.lower():
         return "es"

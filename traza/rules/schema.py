@@ -270,7 +270,7 @@ class Csat(_Strict):
 class OptOutPolicy(_Strict):
     """When an opt-out acts and when it only asks."""
 
-    act: float = Field(default=0.80, ge=0, le=1)
+    act: float = Field(default=0.90, ge=0, le=1)
     """`opt_out` score at which the contact is opted out (and told how to come back)."""
     ask: float = Field(default=0.30, ge=0, le=1)
     """Below `act`, from this score (or a clear `unclear_opt_out`) the bot asks with buttons."""
@@ -288,10 +288,12 @@ class JudgmentPolicy(_Strict):
     thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
     """Score at which a head fires; heads not named keep their default."""
     opt_out: OptOutPolicy = OptOutPolicy()
-    uncertain_from: float = Field(default=0.25, ge=0, le=1)
+    uncertain_from: float = Field(default=0.20, ge=0, le=1)
     """An escalation head between this and its threshold, with no head firing, is `uncertain`."""
     min_intent: float = Field(default=0.30, ge=0, le=1)
     """An intent below this probability is `unknown`."""
+    sure_intent: float = Field(default=0.70, ge=0, le=1)
+    """An intent at or above this probability keeps a hesitant head from `uncertain`."""
     uncertain_to: Literal["human", "bot"] = "human"
     """Where an uncertain turn goes when no routing rule takes it."""
 
