@@ -51,7 +51,8 @@ def main() -> None:
     latencies.sort()
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     print(
-        f"checks/s            {len(texts) / wall:8.0f} (one core, {len(texts)} replies, {blocked} blocked)"
+        f"checks/s            {len(texts) / wall:8.0f}"
+        f" (one core, {len(texts)} replies, {blocked} blocked)"
     )
     print(
         f"latency per reply   p50 {p(0.5):.2f} ms  p99 {p(0.99):.2f} ms  max {latencies[-1]:.2f} ms"

@@ -171,21 +171,22 @@ def _routes(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return out
 
 
-def failures_of(routes: dict[str, Any]) -> list[str]:
+def failures_of(routes: dict[str, Any], targets: dict[str, float] | None = None) -> list[str]:
     """Which targets the route figures miss (empty: all held)."""
+    t = TARGETS | (targets or {})
     failures = []
     for head in judgment.ESCALATION:
         value = routes.get(f"escalate_recall.{head}")
-        if value is not None and value < TARGETS["escalate_recall"]:
-            failures.append(
-                f"escalate recall for {head} {value:.3f} < {TARGETS['escalate_recall']}"
-            )
-    if (v := routes.get("opt_out_recall")) is not None and v < TARGETS["opt_out_recall"]:
-        failures.append(f"opt-out recall {v:.3f} < {TARGETS['opt_out_recall']}")
-    if (v := routes.get("false_escalation")) is not None and v > TARGETS["false_escalation"]:
-        failures.append(f"false escalation {v:.3f} > {TARGETS['false_escalation']}")
-    if routes.get("false_opt_out", 0) > TARGETS["false_opt_out"]:
-        failures.append(f"{routes['false_opt_out']} false opt-out(s), target 0")
+        if value is not None and value < t["escalate_recall"]:
+            failures.append(f"escalate recall for {head} {value:.3f} < {t['escalate_recall']}")
+    if (v := routes.get("opt_out_recall")) is not None and v < t["opt_out_recall"]:
+        failures.append(f"opt-out recall {v:.3f} < {t['opt_out_recall']}")
+    if (v := routes.get("false_escalation")) is not None and v > t["false_escalation"]:
+        failures.append(f"false escalation {v:.3f} > {t['false_escalation']}")
+    if routes.get("false_opt_out", 0) > t["false_opt_out"]:
+        failures.append(
+            f"{routes['false_opt_out']} false opt-out(s), at most {t['false_opt_out']:g}"
+        )
     return failures
 
 

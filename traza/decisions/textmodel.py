@@ -217,8 +217,10 @@ TOKEN_PATTERN = re.compile(r"(?u)\b\w+\b|[!?¡¿]+|[^\w\s]")
 
 
 def char_wb_grams(text: str, low: int, high: int) -> list[str]:
-    """Character n-grams inside word boundaries, padded with a space, as scikit-learn's
-    `analyzer="char_wb"` makes them (a word shorter than n is counted once)."""
+    """Character n-grams inside word boundaries, as scikit-learn's `char_wb` makes them.
+
+    Each word is padded with a space; a word shorter than n is counted once.
+    """
     grams: list[str] = []
     for w in _WHITE_SPACES.sub(" ", text).split():
         w = f" {w} "
