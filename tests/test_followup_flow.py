@@ -4,6 +4,7 @@ graph and a fake Graph API, with a frozen clock; plus the follow-up agent's limi
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 from tests.conftest import (
     ADMIN,
@@ -21,10 +23,13 @@ from tests.conftest import (
     drain,
     fire_timers,
     post_webhook,
+    traza_cli,
     wa_payload,
 )
 from tests.fakes.servers import GraphAPI, LocalServer
 from traza.clock import FrozenClock
+from traza.recruiting.agents import active_agents, load_agents
+from traza.rules.loader import RulesError
 
 ROOT = Path(__file__).resolve().parent.parent
 MAD = ZoneInfo("Europe/Madrid")
@@ -398,18 +403,41 @@ async def test_opt_out_cancels_every_planned_follow_up_when_it_fires(
     assert sent_bodies(graph)[-1]["type"] == "text"  # the one opt-out confirmation
 
 
-async def test_a_template_that_breaks_a_limit_is_blocked_and_goes_to_a_human(
+def test_a_template_that_breaks_a_limit_is_refused_when_the_agent_loads() -> None:
+    good = agent_config()
+    assert "seguimiento" in active_agents()
+    path = good / "agents" / "seguimiento.yaml"
+    text = path.read_text(encoding="utf-8")
+    bad = text.replace(
+        "Hola {nombre}, recibimos tu aplicación para {vacante}.",
+        "Hola {nombre}, el salario es de 3.500 € al mes y empiezas el 1 de abril.",
+    )
+    path.write_text(bad, encoding="utf-8")
+    with pytest.raises(RulesError) as refused:
+        load_agents(good / "agents")
+    message = str(refused.value)
+    assert "agent 'seguimiento'" in message and "templates.application_received.es" in message
+    assert "salary" in message and "3.500" in message
+    # The running service keeps the agent it had: the bad template never sends.
+    kept = active_agents()["seguimiento"]
+    assert "3.500" not in json.dumps(kept.model_dump(mode="json"), ensure_ascii=False)
+    checked = traza_cli("agents", "check", str(good / "agents"), env=dict(os.environ))
+    assert checked.returncode == 1 and "3.500" in checked.stderr and "salary" in checked.stderr
+
+
+async def test_a_template_rendered_with_ats_data_is_checked_again_at_send(
     client: httpx.AsyncClient, db: Any, frozen: FrozenClock, graph: GraphAPI
 ) -> None:
-    agent_config(
-        **{
-            "Hola {nombre}, recibimos tu aplicación para {vacante}.": (
-                "Hola {nombre}, el salario es de 3.500 € al mes y empiezas el 1 de abril."
-            )
-        }
-    )
+    agent_config()
     frozen.set(at(1, 10))
-    await apply_for_job(client, frozen)
+    await event(
+        client,
+        type="application.created",
+        occurred_at=frozen.now(),
+        candidate=CANDIDATE,
+        vacancy={**VACANCY, "title": "Cajero, 3.500 € al mes"},
+        application_id="app-1",
+    )
     frozen.set(at(1, 11))
     await fire_timers()
     [first] = [f for f in followups(db) if f["trigger"] == "application_received"]
@@ -417,9 +445,11 @@ async def test_a_template_that_breaks_a_limit_is_blocked_and_goes_to_a_human(
     verdict = db.execute(
         "SELECT data FROM trace_events WHERE kind = 'guardrail.verdict'"
     ).fetchone()
-    assert verdict["data"]["allowed"] is False
+    assert verdict["data"]["allowed"] is False and "salary" in verdict["data"]["policies"]
+    assert "3.500" in verdict["data"]["span"]
     assert "3.500" not in json.dumps(sent_bodies(graph))
-    assert db.execute("SELECT count(*) AS n FROM handoffs").fetchone()["n"] == 1
+    [handoff] = db.execute("SELECT reason, summary FROM handoffs").fetchall()
+    assert handoff["reason"] == "guardrail" and "3.500" in handoff["summary"]
 
 
 async def test_events_are_idempotent_and_bad_ones_are_refused(

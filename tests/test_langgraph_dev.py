@@ -48,6 +48,7 @@ async def test_langgraph_dev_runs_one_turn_through_its_api(database_url, db):
             )
             assert run.status_code == 200, run.text
             state = run.json()
+            assert "classification" in state, state
             assert state["classification"]["intent"] == "application_status"
             assert state["decision"]["rule"] == "default-bot"
     finally:

@@ -70,13 +70,14 @@ async def test_the_model_classifies_the_turn_with_a_structured_tool_call(client,
         "opt_out": False,
         "confidence": 0.88,
     }
-    # Offline rules would call this a greeting; the model's verdict is what counts.
-    await say(client, "Hola")
+    # The offline model reads "Ok" as no intent; the model's confident intent is taken.
+    await say(client, "Ok")
 
     classification = event(db, "classification")
-    assert classification["data"]["source"] == "llm"
+    assert classification["data"]["source"] == "model+llm"
     assert classification["data"]["intent"] == "application_status"
-    assert classification["data"]["confidence"] == 0.88
+    assert classification["data"]["llm"]["confidence"] == 0.88
+    assert classification["data"]["model"].startswith("judgment-")
     assert "llm_error" not in classification["data"]
     assert classification["llm"] is True
     decision = event(db, "routing.decision")["data"]
@@ -94,13 +95,16 @@ async def test_the_model_classifies_the_turn_with_a_structured_tool_call(client,
         "language",
         "frustration",
         "wants_human",
+        "negotiation",
+        "out_of_scope",
         "opt_out",
+        "opt_in",
         "confidence",
     }
     assert tuple(properties["intent"]["enum"]) == INTENTS
     system, user = request["messages"]
     assert system["role"] == "system" and "application_status" in system["content"]
-    assert user == {"role": "user", "content": "Hola"}
+    assert user == {"role": "user", "content": "Ok"}
 
     # The model's intent reaches the reply prompt too.
     [reply] = reply_requests(fake)
@@ -153,9 +157,18 @@ async def test_the_model_writes_the_reply_and_the_judge_allows_it(client, db, fa
     assert request["messages"][-1] == {"role": "user", "content": "Hola, buenas"}
 
     [judged] = fake.calls_of("JudgeOutput")
-    assert judged["messages"][-1] == {"role": "user", "content": fake.reply}
+    assert judged["messages"][-1] == {
+        "role": "user",
+        "content": f"<reply>\n{fake.reply}\n</reply>",
+    }
     verdict = event(db, "guardrail.verdict")["data"]
-    assert verdict["allowed"] is True and verdict["source"] == "llm"
+    assert verdict["allowed"] is True and verdict["source"] == "judge"
+    assert [layer["layer"] for layer in verdict["layers"]] == [
+        "entities",
+        "people",
+        "classifier",
+        "judge",
+    ]
     assert verdict["draft_source"] == "llm"
     assert conversation(db)["owner"] == "bot" and handoffs(db) == []
 
@@ -169,7 +182,7 @@ async def test_a_model_reply_with_a_salary_is_blocked_and_handed_to_a_human(clie
     verdict = event(db, "guardrail.verdict")["data"]
     assert verdict["allowed"] is False
     assert verdict["policies"] == ["salary"]
-    assert verdict["source"] == "policy"
+    assert verdict["source"] == "entities" and "30.000" in verdict["span"]
     assert verdict["blocked_text"] == fake.reply
     # The offline policy decided; the judge was not needed.
     assert fake.calls_of("JudgeOutput") == []
@@ -182,7 +195,7 @@ async def test_a_model_reply_with_a_salary_is_blocked_and_handed_to_a_human(clie
     assert conversation(db)["owner"] == "human"
     [handoff] = handoffs(db)
     assert handoff["reason"] == "guardrail" and handoff["status"] == "open"
-    assert "salary" in handoff["summary"]
+    assert "salary" in handoff["summary"] and "30.000" in handoff["summary"]
     assert event(db, "handoff.created")["data"]["rule"] == "guardrail"
     assert events(db, "reply.sent_to_outbox") == []
 
@@ -193,11 +206,11 @@ async def test_the_judge_can_block_a_reply_the_policies_allow(client, db, fake):
     await say(client, "Hello")
 
     [judged] = fake.calls_of("JudgeOutput")
-    assert judged["messages"][-1]["content"] == fake.reply
+    assert judged["messages"][-1]["content"] == f"<reply>\n{fake.reply}\n</reply>"
     verdict = event(db, "guardrail.verdict")["data"]
     assert verdict["allowed"] is False
     assert verdict["policies"] == ["llm_judge"]
-    assert verdict["reason"] == "rude" and verdict["source"] == "llm"
+    assert verdict["reason"] == "rude" and verdict["source"] == "judge"
     assert verdict["blocked_text"] == fake.reply
     assert [m["text"] for m in outbound(db)] == [prompts.reply("guardrail_fallback", "es")]
     assert conversation(db)["owner"] == "human"
@@ -207,7 +220,7 @@ async def test_the_judge_can_block_a_reply_the_policies_allow(client, db, fake):
 # --- failures degrade, never to silence -----------------------------------------------------
 
 
-async def test_a_slow_model_times_out_and_the_turn_falls_back_offline(client, db, fake):
+async def test_a_slow_model_times_out_and_the_judge_fails_closed(client, db, fake):
     fake.delay = 3
     started = time.monotonic()
     await say(client, "Hola, ¿cómo va mi aplicación?")
@@ -216,20 +229,23 @@ async def test_a_slow_model_times_out_and_the_turn_falls_back_offline(client, db
     assert elapsed < 8, elapsed
 
     classification = event(db, "classification")["data"]
-    assert classification["source"] == "rules"
+    assert classification["source"] == "model"
     assert classification["intent"] == "application_status"
     assert "timed out" in classification["llm_error"]
-    assert classification["fallback"] == "rules"
+    assert classification["fallback"] == "model"
     drafted = event(db, "reply.drafted")["data"]
     assert drafted["source"] == "template" and drafted["fallback"] == "template"
     assert "timed out" in drafted["llm_error"]
-    verdict = event(db, "guardrail.verdict")["data"]
-    assert verdict["allowed"] is True and verdict["source"] == "policy"
-    assert verdict["fallback"] == "policy" and "timed out" in verdict["llm_error"]
-
-    out = outbound(db)
-    assert len(out) == 1 and out[0]["actor"] == "bot:traza"
-    assert out[0]["text"] == prompts.reply("application_status", "es")
+    # The judge could not answer: the reply is held, never sent, and a human takes over.
+    assert events(db, "guardrail.verdict") == []
+    held = event(db, "guardrail.unavailable")["data"]
+    assert held["allowed"] is False and held["policies"] == ["unavailable"]
+    assert held["source"] == "judge" and "timed out" in held["layers"][-1]["error"]
+    assert [(m["actor"], m["text"]) for m in outbound(db)] == [
+        ("system:handoff", prompts.reply("guardrail_fallback", "es"))
+    ]
+    assert conversation(db)["owner"] == "human"
+    assert [h["reason"] for h in handoffs(db)] == ["guardrail"]
     assert len(fake.requests) == 3
 
 
@@ -239,18 +255,19 @@ async def test_a_failing_model_server_falls_back_offline_and_records_it(client, 
 
     classification = event(db, "classification")
     assert classification["llm"] is True
-    assert classification["data"]["source"] == "rules"
+    assert classification["data"]["source"] == "model"
     assert classification["data"]["intent"] == "application_status"
-    assert classification["data"]["fallback"] == "rules"
+    assert classification["data"]["fallback"] == "model"
     assert "500" in classification["data"]["llm_error"]
     drafted = event(db, "reply.drafted")["data"]
     assert drafted["source"] == "template" and "500" in drafted["llm_error"]
-    verdict = event(db, "guardrail.verdict")["data"]
-    assert verdict["allowed"] is True and "500" in verdict["llm_error"]
+    held = event(db, "guardrail.unavailable")["data"]
+    assert held["allowed"] is False and "500" in held["layers"][-1]["error"]
 
+    # Never silence: the candidate is told a person will answer, in their language.
     out = outbound(db)
     assert [(m["actor"], m["text"]) for m in out] == [
-        ("bot:traza", prompts.reply("application_status", "en"))
+        ("system:handoff", prompts.reply("guardrail_fallback", "en"))
     ]
     assert len(fake.requests) == 3  # no retries
 
@@ -260,7 +277,7 @@ async def test_a_failing_model_still_routes_a_request_for_a_person(client, db, f
     await say(client, "Quiero hablar con una persona")
 
     classification = event(db, "classification")["data"]
-    assert classification["fallback"] == "rules" and classification["wants_human"] is True
+    assert classification["fallback"] == "model" and classification["wants_human"] is True
     assert conversation(db)["owner"] == "human"
     assert [m["text"] for m in outbound(db)] == [prompts.reply("handoff_notice", "es")]
 
@@ -272,8 +289,8 @@ async def test_a_malformed_model_answer_falls_back_offline(client, db, fake):
     await say(client, "Muchas gracias")
 
     classification = event(db, "classification")["data"]
-    assert classification["source"] == "rules" and classification["intent"] == "thanks"
-    assert classification["fallback"] == "rules" and classification["llm_error"]
+    assert classification["source"] == "model" and classification["intent"] == "thanks"
+    assert classification["fallback"] == "model" and classification["llm_error"]
     drafted = event(db, "reply.drafted")["data"]
     assert drafted["source"] == "template" and "empty reply" in drafted["llm_error"]
     assert [m["text"] for m in outbound(db)] == [prompts.reply("thanks", "es", nombre="María G.")]
@@ -292,11 +309,11 @@ async def test_without_a_model_no_request_leaves_the_service(client, db):
 
     assert fake.requests == []
     classifications = events(db, "classification")
-    assert [c["data"]["source"] for c in classifications] == ["rules", "rules"]
+    assert [c["data"]["source"] for c in classifications] == ["model", "model"]
     assert not any("llm_error" in c["data"] for c in classifications)
     assert not any(e["llm"] for e in events(db, "classification"))
     assert event(db, "reply.drafted")["data"]["source"] == "template"
-    assert event(db, "guardrail.verdict")["data"]["source"] == "policy"
+    assert event(db, "guardrail.verdict")["data"]["source"] == "offline"
     out = outbound(db)
     assert out[0]["text"] == prompts.reply("application_status", "es")
     assert [h["reason"] for h in handoffs(db)] == ["negotiation"]

@@ -770,7 +770,9 @@ async def test_metrics_count_what_the_trace_recorded(
         )
         == 1.0
     )
-    assert value(found, "traza_guardrail_verdicts_total", outcome="allowed", source="policy") == 1.0
+    assert (
+        value(found, "traza_guardrail_verdicts_total", outcome="allowed", source="offline") == 1.0
+    )
     assert value(found, "traza_handoffs_total", reason="asks-for-person", team="general") == 1.0
     assert (
         value(found, "traza_send_errors_total", code="131026", channel=channel, stage="delivery")

@@ -1288,6 +1288,13 @@ def test_decision_as_dict_omits_the_text() -> None:
         "contact": "+34600111222",
         "inbox": "support",
         "payload": "b:1",
+        "negotiation": False,
+        "out_of_scope": False,
+        "uncertain": False,
+        "opt_out_mode": None,
+        "opt_in": False,
+        "scores": {},
+        "model": None,
     }
     assert data["rule"] == "payroll"
     assert data["route"] == "human"
@@ -1310,6 +1317,7 @@ def test_defaults_load() -> None:
         "frustration",
         "negotiation",
         "out-of-scope",
+        "not-understood-twice",
     ]
     assert defaults() is loaded
     parse(loaded.text, source="copy.yaml", known_teams={"general"})
@@ -1337,10 +1345,18 @@ def test_defaults_negotiation() -> None:
     assert decision.priority == "normal"
 
 
-def test_defaults_out_of_scope_after_two_unknown_turns() -> None:
-    decision = decide(inputs(intent="unknown", unknown_streak=2), defaults())
+def test_defaults_out_of_scope_on_the_first_turn_and_after_two_unknown_turns() -> None:
+    decision = decide(inputs(out_of_scope=True), defaults())
     assert (decision.route, decision.team, decision.rule) == ("human", "general", "out-of-scope")
-    assert decide(inputs(intent="unknown", unknown_streak=3), defaults()).rule == "out-of-scope"
+    decision = decide(inputs(intent="unknown", unknown_streak=2), defaults())
+    assert (decision.route, decision.team, decision.rule) == (
+        "human",
+        "general",
+        "not-understood-twice",
+    )
+    assert decide(inputs(intent="unknown", unknown_streak=3), defaults()).rule == (
+        "not-understood-twice"
+    )
     decision = decide(inputs(intent="unknown", unknown_streak=1), defaults())
     assert (decision.route, decision.rule) == ("bot", "default-bot")
 

@@ -95,7 +95,8 @@ TALLY_SQL = text(
         FROM trace_events t, w
        WHERE t.id > :after
          AND (t.kind LIKE 'message.%' OR t.kind LIKE 'sla.%' OR t.llm OR t.kind IN
-              ('routing.decision', 'guardrail.verdict', 'handoff.created'))
+              ('routing.decision', 'guardrail.verdict', 'guardrail.unavailable',
+               'handoff.created'))
     )
     SELECT 'messages' AS family, e.settled, m.direction AS l1, m.channel AS l2,
            CASE e.kind WHEN 'message.received' THEN 'received'
@@ -117,14 +118,16 @@ TALLY_SQL = text(
     UNION ALL
     SELECT 'guardrails', e.settled,
            CASE WHEN (e.data->>'allowed')::boolean THEN 'allowed' ELSE 'blocked' END,
-           coalesce(e.data->>'source', 'policy'), '', count(*)
-      FROM e WHERE e.kind = 'guardrail.verdict' GROUP BY 1, 2, 3, 4, 5
+           coalesce(e.data->>'source', 'offline'), '', count(*)
+      FROM e WHERE e.kind IN ('guardrail.verdict', 'guardrail.unavailable')
+     GROUP BY 1, 2, 3, 4, 5
     UNION ALL
     SELECT 'guardrail_blocks', e.settled, p.policy, '', '', count(*)
       FROM e CROSS JOIN LATERAL jsonb_array_elements_text(
              CASE WHEN jsonb_typeof(e.data->'policies') = 'array'
                   THEN e.data->'policies' ELSE '[]'::jsonb END) AS p(policy)
-     WHERE e.kind = 'guardrail.verdict' AND NOT coalesce((e.data->>'allowed')::boolean, true)
+     WHERE e.kind IN ('guardrail.verdict', 'guardrail.unavailable')
+       AND NOT coalesce((e.data->>'allowed')::boolean, true)
      GROUP BY 1, 2, 3, 4, 5
     UNION ALL
     SELECT 'handoffs', e.settled, coalesce(e.data->>'rule', 'handoff'),
@@ -201,7 +204,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "guardrails": (
         "traza_guardrail_verdicts",
-        "Guardrail verdicts on bot replies by outcome and source (policy or llm judge)",
+        "Guardrail verdicts on bot replies by outcome and deciding layer (entities, people, "
+        "classifier, judge; offline or judge when it passed)",
         ("outcome", "source"),
     ),
     "guardrail_blocks": (

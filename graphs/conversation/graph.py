@@ -30,6 +30,7 @@ from graphs.conversation.routing import (
     route_after_write_followup,
 )
 from graphs.conversation.state import ConversationState, TurnInput
+from traza.decisions.preload import preload as preload_decisions
 
 NODES: dict[str, Any] = {
     "load_context": load_context,
@@ -73,3 +74,4 @@ builder = build()
 graph = builder.compile(name="conversation")
 
 prompts.preload()  # file reads happen at import, never inside a run
+preload_decisions()  # so does loading (or, the first time, training) the models

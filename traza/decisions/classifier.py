@@ -148,12 +148,12 @@ def classify_turn(
     policy = policy or JudgmentPolicy()
     keywords = _keywords()
     joined = " \n".join(t for t in texts if t)
-    lang = (
-        language.detect(joined, fallback=language_hint or "es")
-        if joined
-        else (language_hint or "es")
-    )
     folded = fold(joined)
+    model = model or judgment.current()
+    scored = model.score(joined) if joined.strip() else None
+    lang = language.detect(
+        joined, fallback=language_hint or "es", in_domain=scored.languages if scored else None
+    )
     opt_out_payload = next(
         (p for p in payloads or [] if p.upper() in keywords["opt_out_payloads"]), None
     )
@@ -162,7 +162,6 @@ def classify_turn(
     )
     exact_out = _whole_message(folded, keywords["opt_out_keywords"]) if folded else None
     exact_in = _whole_message(folded, keywords["opt_in_keywords"]) if folded else None
-    model = model or judgment.current()
     if exact_out or opt_out_payload or exact_in or opt_in_payload:
         out = bool(exact_out or opt_out_payload)
         return Classification(
@@ -193,7 +192,8 @@ def classify_turn(
             source="type",
             model=model.version,
         )
-    scores, intent_scores = model.score(joined)
+    assert scored is not None  # a non-empty text was scored above
+    scores, intent_scores = scored.heads, scored.intents
     s = signals_from_scores(scores, intent_scores, policy)
     return Classification(
         intent=s["intent"],

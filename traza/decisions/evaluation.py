@@ -272,7 +272,7 @@ def guardrail_report(
     by_variety: dict[str, Counter[str]] = defaultdict(Counter)
     missed: list[dict[str, Any]] = []
     false_blocked: list[dict[str, Any]] = []
-    for e, (s, _) in zip(examples, scores, strict=True):
+    for e, (s, _, _) in zip(examples, scores, strict=True):
         found = entities.find(e.text, vocab)
         people = guardrails._people_findings(e.text, None, pol.allow, pol.contact_cues)
         flagged = [c for c in guardrails.CATEGORIES if s.get(c, 0.0) >= pol.threshold(c)]

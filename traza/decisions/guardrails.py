@@ -368,14 +368,43 @@ def read(files: Iterable[Path], *, operator: bool = False) -> list[Example]:
     return examples
 
 
+def template_examples() -> list[Example]:
+    """The product's own reply templates (`prompts/replies.yaml`), rendered: benign.
+
+    They train the classifier as benign (family `product-templates`, never held out), so
+    what the product says itself is never mistaken for a violation; a test checks that
+    every one of them passes every layer.
+    """
+    out = []
+    for key, entry in prompts.load("replies").items():
+        for lang, _ in entry.items():
+            for name in ("Ana", None):
+                text = prompts.reply(key, lang, nombre=name, opens="09:00")
+                out.append(
+                    Example(
+                        text=text,
+                        labels=frozenset(),
+                        lang=lang,
+                        variety={"es": "es-MX", "en": "en", "pt": "pt-BR"}.get(lang, "es-MX"),
+                        source="prompts/replies.yaml",
+                        family="product-templates",
+                    )
+                )
+    return out
+
+
 def build(*, split: str = "all", with_operator: bool = True) -> TextModel:
     """The reply classifier for the labelled replies (cached by version)."""
     shipped = read(builtin_files())
     own_files = operator_files() if with_operator else []
     own = read(own_files, operator=True)
-    digest = textmodel.files_digest([*builtin_files(), *own_files]) + f":{split}"
+    digest = (
+        textmodel.files_digest([*builtin_files(), *own_files, prompts.HERE / "replies.yaml"])
+        + f":{split}"
+    )
     version = textmodel.version_of(NAME if split == "all" else f"{NAME}-{split}", PARAMS, digest)
-    examples = [*(shipped if split == "all" else textmodel.split(shipped)[0]), *own]
+    trained_on = shipped if split == "all" else textmodel.split(shipped)[0]
+    examples = [*trained_on, *template_examples(), *own]
 
     def fit() -> TextModel:
         log.info("training %s on %d replies", version, len(examples))
@@ -407,12 +436,16 @@ def forget() -> None:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Whether a text may go out; if not, which categories, which span, which layer."""
+    """Whether a text may go out; if not, which categories, which span, which layer.
+
+    `source` is the layer that blocked, or what let the text pass: `offline` (layers 1-3)
+    or `judge` (the model judge too).
+    """
 
     allowed: bool
     policies: list[str] = field(default_factory=list)
     reason: str | None = None
-    source: str = "policy"
+    source: str = "offline"
     span: str | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
     model: str | None = None
@@ -433,7 +466,9 @@ def _layer(name: str, findings: list[Finding], **extra: Any) -> dict[str, Any]:
     }
 
 
-def _decide(layers: list[dict[str, Any]], pol: GuardrailPolicy, model: str | None) -> Verdict:
+def _decide(
+    layers: list[dict[str, Any]], pol: GuardrailPolicy, model: str | None, passed: str = "offline"
+) -> Verdict:
     blocking = [
         (layer, finding)
         for layer in layers
@@ -444,7 +479,7 @@ def _decide(layers: list[dict[str, Any]], pol: GuardrailPolicy, model: str | Non
     ]
     errors = [layer for layer in layers if layer["verdict"] == "error"]
     if not blocking and not errors:
-        return Verdict(allowed=True, layers=layers, model=model)
+        return Verdict(allowed=True, source=passed, layers=layers, model=model)
     if errors and not blocking:
         first = errors[0]
         return Verdict(
@@ -479,7 +514,7 @@ def offline_layers(
         _layer("people", _people_findings(text, people, pol.allow, pol.contact_cues)),
     ]
     model = reply_model()
-    scores, _ = model.score(text)
+    scores = model.score(text).heads
     flagged = [
         Finding("classifier", c, text[:80], f"score {scores[c]:.2f}")
         for c in CATEGORIES
@@ -519,7 +554,7 @@ async def check(text: str, *, people: People | None = None, judge: Judge | None 
     findings = [] if allowed else [Finding("judge", "judge", text[:80], reason or "model judge")]
     layers.append(_layer("judge", findings, reason=reason))
     if allowed:
-        return _decide(layers, pol, version)
+        return _decide(layers, pol, version, passed="judge")
     return Verdict(
         allowed=False,
         policies=["llm_judge"],

@@ -42,7 +42,7 @@ INTENT_LABELS = (
 LABELS = (*SIGNALS, *INTENT_LABELS)
 VARIETIES = ("es-MX", "es-AR", "es-ES", "es-CO", "en", "pt-BR", "es-en")
 DATA_DIR = Path(__file__).resolve().parent / "data" / "judgment"
-PARAMS = Params(heads=SIGNALS, intents=INTENT_LABELS, c=16.0, min_df=1)
+PARAMS = Params(heads=SIGNALS, intents=INTENT_LABELS, languages=True, c=16.0, min_df=1)
 CHECK_EVERY_SECONDS = 2.0
 NAME = "judgment"
 

@@ -29,18 +29,30 @@ def detector() -> LanguageDetector:
     )
 
 
-def detect(text: str, fallback: str = "es") -> str:
-    """`es`, `en` or `pt`; `fallback` when the text has too few letters or no clear winner."""
+def detect(text: str, fallback: str = "es", in_domain: dict[str, float] | None = None) -> str:
+    """`es`, `en` or `pt`; `fallback` when the text has too few letters or no clear winner.
+
+    `in_domain`: the judgment model's language probabilities for the same text. lingua is
+    trained on general text and reads short Spanish ("Sí, confirmo") as Portuguese; the
+    judgment model has seen how candidates write. The two are averaged.
+    """
     letters = sum(c.isalpha() for c in text)
     if letters < 4:  # "ok", "sí", "👍": nothing to tell a language by
         return fallback
     if "¿" in text or "¡" in text or "ñ" in text.lower():
         return "es"
-    values = detector().compute_language_confidence_values(text)
+    values = {
+        SUPPORTED[v.language]: v.value
+        for v in detector().compute_language_confidence_values(text)
+        if v.language in SUPPORTED
+    }
     if not values:
         return fallback
-    best = values[0]
-    second = values[1].value if len(values) > 1 else 0.0
-    if best.value - second < MIN_MARGIN and letters < 12:
+    if in_domain:
+        values = {k: (values.get(k, 0.0) + in_domain.get(k, 0.0)) / 2 for k in SUPPORTED.values()}
+    ranked = sorted(values.items(), key=lambda kv: -kv[1])
+    best, score = ranked[0]
+    second = ranked[1][1] if len(ranked) > 1 else 0.0
+    if score - second < MIN_MARGIN and letters < 12:
         return fallback
-    return SUPPORTED.get(best.language, fallback)
+    return best

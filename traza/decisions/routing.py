@@ -49,6 +49,11 @@ class RoutingInputs:
     scores: dict[str, float] = field(default_factory=dict)
     model: str | None = None
 
+    @property
+    def negotiating(self) -> bool:
+        """Negotiation by the judgment head, or a model's `salary` intent."""
+        return self.negotiation or self.intent == "salary"
+
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
@@ -87,7 +92,7 @@ def matches(when: Match, i: RoutingInputs) -> bool:
         return False
     if when.frustration is not None and i.frustration != when.frustration:
         return False
-    if when.negotiation is not None and i.negotiation != when.negotiation:
+    if when.negotiation is not None and i.negotiating != when.negotiation:
         return False
     if when.out_of_scope is not None and i.out_of_scope != when.out_of_scope:
         return False

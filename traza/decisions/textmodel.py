@@ -29,14 +29,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse
 
 log = logging.getLogger(__name__)
 
-FORMAT = 5  # bump when the artefact layout or the feature code changes
+FORMAT = 6  # bump when the artefact layout or the feature code changes
 HELD_OUT_BUCKETS = 5  # one family in five is held out
 
 
@@ -190,6 +190,8 @@ class Params:
 
     heads: tuple[str, ...]
     intents: tuple[str, ...] = ()
+    languages: bool = False
+    """Also fit a language head (es/en/pt) on each example's `lang`."""
     char_ngrams: tuple[int, int] = (2, 5)
     word_ngrams: tuple[int, int] = (1, 2)
     min_df: int = 2
@@ -201,6 +203,7 @@ class Params:
         return {
             "heads": list(self.heads),
             "intents": list(self.intents),
+            "languages": self.languages,
             "char_ngrams": list(self.char_ngrams),
             "word_ngrams": list(self.word_ngrams),
             "min_df": self.min_df,
@@ -210,6 +213,22 @@ class Params:
 
 
 NO_INTENT = "none"
+
+
+class Scores(NamedTuple):
+    """What a model says of one text."""
+
+    heads: dict[str, float]
+    intents: dict[str, float]
+    languages: dict[str, float]
+
+
+def _softmax(names: tuple[str, ...], logits: np.ndarray) -> dict[str, float]:
+    if not names:
+        return {}
+    shifted = np.exp(logits - logits.max())
+    probs = shifted / shifted.sum()
+    return {name: round(float(p), 4) for name, p in zip(names, probs, strict=True)}
 
 
 _WHITE_SPACES = re.compile(r"\s\s+")
@@ -281,6 +300,7 @@ class TextModel:
     trained_on: int
     trained_seconds: float
     label_counts: dict[str, int] = field(default_factory=dict)
+    languages: tuple[str, ...] = ()
     _names: np.ndarray | None = None
     _fast: list[Any] | None = None
 
@@ -336,32 +356,31 @@ class TextModel:
         raw: np.ndarray = np.asarray(x @ self.weights) + self.bias
         return raw
 
-    def score_many(self, texts: Sequence[str]) -> list[tuple[dict[str, float], dict[str, float]]]:
-        """Per text: calibrated head probabilities and intent probabilities."""
+    def score_many(self, texts: Sequence[str]) -> list[Scores]:
+        """Per text: calibrated head probabilities, intent and language probabilities."""
         if not texts:
             return []
         raw = self._raw(self._features(texts))
         n = len(self.params.heads)
+        k = n + len(self.intents)
         a, b = self.platt[:, 0], self.platt[:, 1]
         heads = 1.0 / (1.0 + np.exp(raw[:, :n] * a + b))
-        out: list[tuple[dict[str, float], dict[str, float]]] = []
+        out: list[Scores] = []
         for row in range(raw.shape[0]):
             head_scores = {
                 h: round(float(heads[row, i]), 4) for i, h in enumerate(self.params.heads)
             }
-            intent_scores: dict[str, float] = {}
-            if self.intents:
-                logits = raw[row, n:]
-                logits = logits - logits.max()
-                probs = np.exp(logits) / np.exp(logits).sum()
-                intent_scores = {
-                    name: round(float(p), 4) for name, p in zip(self.intents, probs, strict=True)
-                }
-            out.append((head_scores, intent_scores))
+            out.append(
+                Scores(
+                    head_scores,
+                    _softmax(self.intents, raw[row, n:k]),
+                    _softmax(self.languages, raw[row, k:]),
+                )
+            )
         return out
 
-    def score(self, text: str) -> tuple[dict[str, float], dict[str, float]]:
-        """Calibrated head probabilities and intent probabilities of one text."""
+    def score(self, text: str) -> Scores:
+        """Calibrated head probabilities, intent and language probabilities of one text."""
         return self.score_many([text])[0]
 
     def feature_names(self) -> np.ndarray:
@@ -450,6 +469,14 @@ def train(examples: Sequence[Example], params: Params, *, name: str, version: st
         for i in range(len(intents)):
             columns.append(multi.coef_[i].astype(np.float32))
             biases.append(float(multi.intercept_[i]))
+    languages: tuple[str, ...] = ()
+    if params.languages:
+        by_lang = LogisticRegression(C=params.c, max_iter=3000, class_weight="balanced")
+        by_lang.fit(x, [e.lang for e in examples])
+        languages = tuple(str(c) for c in by_lang.classes_)
+        for i in range(len(languages)):
+            columns.append(by_lang.coef_[i].astype(np.float32))
+            biases.append(float(by_lang.intercept_[i]))
     return TextModel(
         name=name,
         version=version,
@@ -460,6 +487,7 @@ def train(examples: Sequence[Example], params: Params, *, name: str, version: st
         bias=np.array(biases, dtype=np.float32),
         platt=np.array(platt, dtype=np.float64).reshape(-1, 2),
         intents=intents,
+        languages=languages,
         trained_on=len(examples),
         trained_seconds=round(time.perf_counter() - started, 2),
         label_counts=dict(counts),

@@ -310,10 +310,9 @@ def active_agents() -> dict[str, Agent]:
     try:
         agents = _cached(str(folder), stamp)
     except RulesError as exc:
-        previous = _last_good.get(str(folder))
-        if previous is None:
-            raise
-        log.error("agent files refused, keeping the previous agents:\n%s", exc)
+        previous = _last_good.get(str(folder), {})
+        kept = ", ".join(sorted(previous)) or "none"
+        log.error("agent files refused, keeping the previous agents (%s):\n%s", kept, exc)
         return previous
     _last_good[str(folder)] = agents
     return agents
