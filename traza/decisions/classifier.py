@@ -8,6 +8,7 @@ whole-message keywords (`prompts/judgment.yaml`) are fast paths that skip the mo
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, get_args
@@ -27,12 +28,23 @@ Intent = Literal[
     "provide_info",
     "salary",
     "media",
+    "location",
+    "contact_card",
+    "flow_completed",
+    "order",
     "unsupported",
     "unknown",
 ]
 INTENTS: tuple[str, ...] = get_args(Intent)
 OptOut = Literal["act", "ask"]
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document"})
+KIND_INTENTS = {
+    "location": "location",
+    "contacts": "contact_card",
+    "flow": "flow_completed",
+    "order": "order",
+}
+"""Message kinds that are judged for what they are (acknowledged in words), not as text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,27 @@ def _folded(words: tuple[str, ...]) -> dict[str, str]:
     return {fold(w): w for w in words}
 
 
+@lru_cache(maxsize=4)
+def _cue_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    parts = []
+    for w in sorted({fold(x) for x in words}, key=len, reverse=True):
+        parts.append(re.escape(w[:-1]) + r"\w*" if w.endswith("*") else re.escape(w))
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
+
+
+_SPELLED = re.compile(r"(?<!\w)(?:\w ){2,}\w(?!\w)")
+
+
+def _stop_cue(folded: str, words: list[str]) -> bool:
+    """Whether the text says "stop" in some form (a condition for acting, never a trigger).
+
+    Punctuation is dropped and letters spelled one by one ("S T O P") are joined first.
+    """
+    plain = re.sub(r"[^\w\s]", " ", folded.replace("'", ""))
+    plain = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), " ".join(plain.split()))
+    return bool(_cue_pattern(tuple(words)).search(plain))
+
+
 def _whole_message(folded: str, words: list[str]) -> str | None:
     """A keyword that is the whole message (punctuation and emoji around it ignored)."""
     if len(folded) > 40:  # no keyword is that long: skip the work for ordinary messages
@@ -98,7 +131,14 @@ def signals_from_scores(
         policy.threshold("unclear_opt_out")
     ):
         opt_out_mode = "ask"
-    opt_in = scores.get("opt_in", 0.0) >= policy.threshold("opt_in") and opt_out_mode is None
+    opt_in_score = scores.get("opt_in", 0.0)
+    opt_in = opt_in_score >= policy.threshold("opt_in")
+    if opt_in and opt_in_score > opt_out_score:
+        opt_out_mode = None  # "send me the openings again": coming back, not leaving
+    elif opt_in:
+        opt_in = False
+        if opt_out_mode == "act":
+            opt_out_mode = "ask"  # both heads sure: never act on a contradiction
     best = max(intent_scores, key=lambda k: intent_scores[k]) if intent_scores else None
     intent = "unknown"
     if best is not None and best != NO_INTENT:
@@ -179,9 +219,13 @@ def classify_turn(
         )
     kinds = set(types or [])
     if not joined.strip():
-        intent = (
-            "media" if kinds and kinds <= MEDIA_TYPES else "unsupported" if kinds else "unknown"
-        )
+        known = [KIND_INTENTS[k] for k in types or [] if k in KIND_INTENTS]
+        if known:
+            intent = known[0]
+        elif kinds and kinds <= MEDIA_TYPES:
+            intent = "media"
+        else:
+            intent = "unsupported" if kinds else "unknown"
         return Classification(
             intent=intent,
             language=lang,
@@ -190,11 +234,15 @@ def classify_turn(
             opt_out=False,
             confidence=1.0 if kinds else 0.0,
             source="type",
+            # An order is not something the recruiting assistant handles: a person does.
+            out_of_scope=intent == "order",
             model=model.version,
         )
     assert scored is not None  # a non-empty text was scored above
     scores, intent_scores = scored.heads, scored.intents
     s = signals_from_scores(scores, intent_scores, policy)
+    if s["opt_out_mode"] == "act" and not _stop_cue(folded, keywords["opt_out_cues"]):
+        s["opt_out_mode"] = "ask"  # precision first: no "stop" in the words, so ask
     return Classification(
         intent=s["intent"],
         language=lang,

@@ -270,7 +270,7 @@ class Csat(_Strict):
 class OptOutPolicy(_Strict):
     """When an opt-out acts and when it only asks."""
 
-    act: float = Field(default=0.90, ge=0, le=1)
+    act: float = Field(default=0.80, ge=0, le=1)
     """`opt_out` score at which the contact is opted out (and told how to come back)."""
     ask: float = Field(default=0.30, ge=0, le=1)
     """Below `act`, from this score (or a clear `unclear_opt_out`) the bot asks with buttons."""
