@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from traza.decisions import cards
 from traza.rules.loader import load_file, parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +38,10 @@ def test_example_needs_its_teams_to_exist() -> None:
         assert "traza teams add recruiting" in str(exc)
     else:  # pragma: no cover - the assertion below explains the failure
         raise AssertionError("rules naming missing teams were accepted")
+
+
+def test_the_dataset_cards_count_the_shipped_data() -> None:
+    judgment_card = (ROOT / "docs" / "judgment-dataset.md").read_text(encoding="utf-8")
+    assert cards.judgment_card() in judgment_card
+    guardrails_card = (ROOT / "docs" / "guardrails-dataset.md").read_text(encoding="utf-8")
+    assert cards.guardrails_card() in guardrails_card

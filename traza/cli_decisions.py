@@ -276,13 +276,16 @@ def guardrails_eval(
     max_false_blocks: Annotated[
         float, typer.Option(help="Fail (exit 1) above this share of benign replies blocked.")
     ] = 0.02,
+    max_sent: Annotated[
+        int, typer.Option(help="Fail (exit 1) when more violating replies than this are sent.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Per-category precision/recall, violations sent, false blocks, and the misses.
 
     The offline layers are measured (entities, people, reply classifier); the model judge
-    only adds blocks. Exit 1 when any violating reply would be sent or false blocks exceed
-    --max-false-blocks; 2 on bad input.
+    only adds blocks. Exit 1 when more than --max-sent violating replies would be sent or
+    false blocks exceed --max-false-blocks; 2 on bad input.
     """
     from traza.decisions import guardrails
     from traza.decisions.evaluation import guardrail_report
@@ -300,7 +303,7 @@ def guardrails_eval(
         fail(str(exc))
         raise  # unreachable
     report = guardrail_report(examples, model, pol, max_misses=misses)
-    failed = report["sent"] > 0 or report["false_block_rate"] > max_false_blocks
+    failed = report["sent"] > max_sent or report["false_block_rate"] > max_false_blocks
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         raise typer.Exit(1 if failed else 0)
