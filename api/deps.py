@@ -1,23 +1,27 @@
 """Typed dependencies shared by the routes: sessions, settings, and who is calling.
 
 Every operator endpoint needs `Authorization: Bearer <key>`: an agent's key (created
-with `traza agents add` or `POST /agents`) or the bootstrap `TRAZA_ADMIN_KEY`. Agents
-and supervisors act only on their teams' conversations; an attempt outside them is
-answered 403 and recorded in that conversation's trace.
+with `traza agents add` or `POST /agents`) or the bootstrap `TRAZA_ADMIN_KEY`. Wrong
+keys are counted per client and per key prefix (`api.throttle`): too many are answered
+429 with `Retry-After`. Agents and supervisors act only on their teams' conversations;
+an attempt outside them is answered 403 and recorded in that conversation's trace. An
+integration's key (role `integration`, a system such as the ATS) is good for
+`POST /recruiting/events` only: anywhere else it is refused the same way. Every refusal
+is recorded as `access.denied`.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.throttle import throttle_of, too_many
 from traza import trace
 from traza.db.engine import get_sessionmaker, session_scope
-from traza.operations.agents import Operator, authenticate
+from traza.operations.agents import ADMIN, Operator, authenticate, is_admin_key
 from traza.settings import Settings, get_settings
 
 
@@ -37,6 +41,10 @@ async def current_settings() -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(current_settings)]
 
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id (1 to 2^63-1).")]
+"""A path id: outside a bigint's range it is a 422 naming it, not a database error."""
+
 
 def _unauthorised(detail: str) -> HTTPException:
     return HTTPException(
@@ -46,35 +54,54 @@ def _unauthorised(detail: str) -> HTTPException:
     )
 
 
-async def get_operator(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+async def get_caller(
+    request: Request,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Operator:
-    """Authenticate `Authorization: Bearer <key>`."""
+    """Authenticate `Authorization: Bearer <key>`, any kind (429 after too many wrong keys)."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise _unauthorised("missing bearer token: send 'Authorization: Bearer <key>'")
     key = authorization[7:].strip()
-    admin = settings.admin_key()
-    if admin and hmac.compare_digest(key.encode(), admin.encode()):
-        return Operator(name="admin", role="admin", teams=frozenset())
+    throttle = throttle_of(request.app)
+    if wait := await throttle.blocked(request):
+        raise too_many(wait)
+    if is_admin_key(key, settings.admin_key()):
+        return ADMIN
     async with get_sessionmaker()() as session:
         operator = await authenticate(session, key)
     if operator is None:
+        if wait := await throttle.failed(request, surface="api", key=key):
+            raise too_many(wait)
         raise _unauthorised("invalid or revoked API key")
     return operator
+
+
+CallerDep = Annotated[Operator, Depends(get_caller)]
+
+INTEGRATION_ONLY = "an integration key may only post ATS events (POST /recruiting/events)"
+
+
+async def get_operator(request: Request, caller: CallerDep) -> Operator:
+    """A person's key or the admin key; an integration's key is refused (403, recorded)."""
+    if caller.is_integration:
+        raise await deny(request, caller, conversation_id=None, reason=INTEGRATION_ONLY)
+    return caller
 
 
 OperatorDep = Annotated[Operator, Depends(get_operator)]
 
 
-def require_role(operator: Operator, *roles: str) -> None:
-    """403 unless the operator has one of `roles`."""
+async def require_role(request: Request, operator: Operator, *roles: str) -> None:
+    """403 (recorded as `access.denied`) unless the operator has one of `roles`."""
     if operator.role not in roles:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs role {' or '.join(roles)}")
+        reason = f"needs role {' or '.join(roles)}"
+        raise await deny(request, operator, conversation_id=None, reason=reason)
 
 
-async def admin_only(operator: OperatorDep) -> Operator:
+async def admin_only(request: Request, operator: OperatorDep) -> Operator:
     """Dependency for administration endpoints."""
-    require_role(operator, "admin")
+    await require_role(request, operator, "admin")
     return operator
 
 
@@ -90,7 +117,7 @@ async def deny(
             session,
             conversation_id=conversation_id,
             kind="access.denied",
-            actor=trace.human(operator.name),
+            actor=(trace.system if operator.is_integration else trace.human)(operator.name),
             data={
                 "method": request.method,
                 "path": request.url.path,

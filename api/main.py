@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from api import dashboard, metrics
 from api.routes import (
@@ -28,6 +29,8 @@ from api.routes import (
 )
 from traza import __version__
 from traza.db.engine import dispose_engine
+from traza.ingest.payload import sanitise
+from traza.jobs import worker as traza_worker
 from traza.jobs.app import app as jobs
 from traza.outbound.sender import close_http_client
 from traza.rules import active
@@ -37,23 +40,28 @@ from traza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+# What the SQLSTATEs of data exceptions mean, in a 422's words (never with the value).
+_WHY = {
+    "22001": "a text longer than its field allows",
+    "22003": "a number out of range",
+    "22007": "an invalid date or time",
+    "22008": "a date or time out of range",
+    "22021": "text with U+0000",
+    "22P02": "a value of the wrong type",
+    "22P05": "text with U+0000",
+    "client-side": "text with U+0000",
+}
+
 
 async def run_worker(*, name: str, concurrency: int) -> None:
-    """A procrastinate worker for every traza queue, until cancelled or signalled."""
-    from traza.jobs.tasks import recover
+    """Run traza's job worker on every queue (it waits out database outages) until cancelled."""
+    await traza_worker.run_worker(name=name, concurrency=concurrency)
 
-    settings = get_settings()
-    # Jobs of workers that died (kill -9, lost machine) are retried before we start.
-    await recover(stalled_after=settings.traza_stalled_seconds)
-    await jobs.run_worker_async(
-        name=name,
-        concurrency=concurrency,
-        install_signal_handlers=False,
-        update_heartbeat_interval=max(1.0, settings.traza_stalled_seconds / 4),
-        stalled_worker_timeout=settings.traza_stalled_seconds,
-        fetch_job_polling_interval=1.0,
-        delete_jobs="successful",
-    )
+
+def _unstorable_value(message: str) -> JSONResponse:
+    """A 422 shaped like the validation errors, for a value the database refused."""
+    detail = [{"loc": ["request"], "msg": message, "type": "unstorable_value"}]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 def create_app(*, worker: bool = False) -> FastAPI:
@@ -98,7 +106,21 @@ def create_app(*, worker: bool = False) -> FastAPI:
             {"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+        # A message or location may echo input that JSON cannot encode (a lone surrogate).
+        return JSONResponse(status_code=422, content={"detail": sanitise(errors)})
+
+    # The last line of "never a 500 for bad input": a value the database refuses (out of
+    # range, too long, NUL) or text the driver cannot encode, whatever the endpoint.
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        state = getattr(exc.orig, "sqlstate", None) or "client-side"
+        log.warning("%s %s refused: SQLSTATE %s", request.method, request.url.path, state)
+        return _unstorable_value(f"a value the database cannot hold ({_WHY.get(state, state)})")
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        log.warning("%s %s refused: a lone surrogate", request.method, request.url.path)
+        return _unstorable_value("text with a lone UTF-16 surrogate cannot be stored")
 
     modules = (
         webhooks,

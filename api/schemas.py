@@ -7,6 +7,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from traza.storable import refuse_unstorable
+
+
+class Input(BaseModel):
+    """A request body: text PostgreSQL cannot store (NUL, a lone surrogate) is a 422."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return refuse_unstorable(data)
+
 
 class ContactPublic(BaseModel):
     """A contact as operators see it."""
@@ -84,14 +95,14 @@ class CheckpointPublic(BaseModel):
     interrupts: list[dict[str, Any]]
 
 
-class ActionRequestBody(BaseModel):
+class ActionRequestBody(Input):
     """agent-inbox `ActionRequest` (used by `edit`)."""
 
     action: str = "reply_to_customer"
     args: dict[str, Any]
 
 
-class ResumeRequest(BaseModel):
+class ResumeRequest(Input):
     """agent-inbox `HumanResponse`, plus traza's explicit hand-back flags."""
 
     type: Literal["accept", "edit", "response", "ignore"]
@@ -164,7 +175,7 @@ class HandoffPublic(BaseModel):
     closed_by: str | None
 
 
-class NoteRequest(BaseModel):
+class NoteRequest(Input):
     """An internal note."""
 
     model_config = ConfigDict(extra="forbid")
@@ -185,7 +196,7 @@ class NotePublic(BaseModel):
     created_at: datetime
 
 
-class TransferRequest(BaseModel):
+class TransferRequest(Input):
     """Move a handoff to another team and/or a named agent, with a note."""
 
     model_config = ConfigDict(extra="forbid")
@@ -204,7 +215,7 @@ class TransferRequest(BaseModel):
 Name = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-class TeamRequest(BaseModel):
+class TeamRequest(Input):
     """A new team."""
 
     model_config = ConfigDict(extra="forbid")
@@ -222,31 +233,32 @@ class TeamPublic(BaseModel):
     online: int
 
 
-class AgentRequest(BaseModel):
+class AgentRequest(Input):
     """A new agent."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.@+-]+$")
     teams: list[str] = Field(default_factory=lambda: ["general"])
-    role: Literal["agent", "supervisor", "admin"] = "agent"
+    role: Literal["agent", "supervisor", "admin", "integration"] = "agent"
+    """`integration`: a system such as the ATS, whose key only posts recruiting events."""
     capacity: int = Field(default=5, ge=0, le=1000)
     email: str | None = Field(default=None, max_length=320)
 
 
-class AgentUpdate(BaseModel):
+class AgentUpdate(Input):
     """Changes to an agent (any subset)."""
 
     model_config = ConfigDict(extra="forbid")
 
     teams: list[str] | None = None
-    role: Literal["agent", "supervisor", "admin"] | None = None
+    role: Literal["agent", "supervisor", "admin", "integration"] | None = None
     capacity: int | None = Field(default=None, ge=0, le=1000)
     status: Literal["online", "away", "offline"] | None = None
     disabled: bool | None = None
 
 
-class StatusUpdate(BaseModel):
+class StatusUpdate(Input):
     """An agent's own availability."""
 
     model_config = ConfigDict(extra="forbid")

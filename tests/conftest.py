@@ -53,7 +53,7 @@ PHONE_NUMBER_ID = "109876543210"
 TABLES = (
     "followups, recruiting_events, interviews, interviewers, stage_history, applications, "
     "vacancies, candidates, trace_events, message_statuses, messages, csat_ratings, notes, "
-    "sla_timers, "
+    "sla_timers, metric_counts, metric_totals, "
     "integration_calls, handoffs, conversations, contacts, inboxes, api_keys, agent_teams, "
     "agents, teams, audit_anchors, "
     "webhook_events, procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "

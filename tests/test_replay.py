@@ -9,7 +9,18 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.conftest import ADMIN, add_agent, add_team, say, traza_cli, use_rules
+from tests.conftest import (
+    ADMIN,
+    add_agent,
+    add_team,
+    drain,
+    post_webhook,
+    say,
+    text_message,
+    traza_cli,
+    use_rules,
+    wa_payload,
+)
 from tests.fakes.servers import GraphAPI
 
 WA = "5215550001111"
@@ -76,9 +87,58 @@ async def test_replay_with_unchanged_rules_reproduces_every_decision(
     assert [t["differs"] for t in result["turns"]] == [[], []]
     first = result["turns"][0]
     assert first["recorded"]["intent"] == first["replayed"]["intent"] == "greeting"
+    # Which judgment model decided then, and which decides today.
+    assert first["recorded"]["model"].startswith("judgment-")
+    assert first["replayed"]["model"] == first["recorded"]["model"]
     assert first["replayed"]["reply"] and first["replayed"]["reply"] == first["recorded"]["reply"]
     assert first["replayed"]["route"]["route"] == "bot"
     assert counts(db) == before and len(graph.requests) == sent
+
+
+async def test_replay_feeds_each_turn_what_it_saw_after_name_and_record_changed(
+    client: httpx.AsyncClient, graph: GraphAPI, db: psycopg.Connection[Any]
+) -> None:
+    await say(client, "Hola, buenos días")
+    contact = db.execute("SELECT id FROM contacts WHERE wa_id = %s", (WA,)).fetchone()["id"]
+    db.execute(
+        "INSERT INTO candidates (contact_id, name, wa_id, email) "
+        "VALUES (%s, 'María G.', %s, 'maria@example.com')",
+        (contact, WA),
+    )
+    await say(client, "Gracias")
+    # Since then: a new WhatsApp profile name, the ATS renamed the candidate, and another
+    # candidate called María G. joined the pool.
+    db.execute("UPDATE contacts SET profile_name = 'Mariana' WHERE id = %s", (contact,))
+    db.execute("UPDATE candidates SET name = 'Mariana Gómez' WHERE contact_id = %s", (contact,))
+    db.execute("INSERT INTO candidates (name, email) VALUES ('María G.', 'otra@example.com')")
+    renamed = wa_payload(
+        messages=[text_message("Hola de nuevo", wa_id=WA)],
+        contacts=[{"profile": {"name": "Mariana"}, "wa_id": WA}],
+    )
+    assert (await post_webhook(client, renamed)).status_code == 200
+    await drain()
+    cid = await conversation_id(client)
+
+    response = await client.post(f"/conversations/{cid}/replay", headers=ADMIN)
+
+    assert response.status_code == 200, response.text
+    turns = response.json()["turns"]
+    assert [t["differs"] for t in turns] == [[], [], []]
+    replies = [t["replayed"]["reply"] for t in turns]
+    assert "María G." in replies[0] and "María G." in replies[1] and "Mariana" in replies[2]
+    assert all(t["replayed"]["guardrail"] == t["recorded"]["guardrail"] for t in turns)
+    # What each turn read is in its `turn.started` event.
+    inputs = [
+        r["inputs"]
+        for r in db.execute(
+            "SELECT data->'inputs' AS inputs FROM trace_events WHERE kind = 'turn.started' "
+            "ORDER BY id"
+        )
+    ]
+    assert [i["contact_name"] for i in inputs] == ["María G.", "María G.", "Mariana"]
+    assert inputs[0]["candidate"] is None
+    assert inputs[1]["candidate"]["name"] == "María G."
+    assert inputs[2]["recent"] and inputs[2]["candidate"]["name"] == "Mariana Gómez"
 
 
 async def test_a_rules_change_shows_as_a_difference_and_nothing_is_sent_or_changed(
@@ -140,6 +200,7 @@ async def test_replay_cli_prints_the_difference_and_fails(
     assert json.loads(same.stdout)["differences"] == 0
     assert changed.returncode == 1, changed.stderr
     assert "≠ route" in changed.stdout and "salary-sales" in changed.stdout
+    assert "judgment model: recorded judgment-" in changed.stdout
     assert many.returncode == 1, many.stderr
     summary = json.loads(many.stdout)
     assert summary["conversations"] == 1 and summary["differing_turns"] == 1

@@ -1,7 +1,8 @@
 """The WhatsApp webhook against a real PostgreSQL.
 
-Meta's verification handshake; signatures over the raw body; bad input answered with a
-4xx and nothing stored; batched, duplicated and concurrent deliveries; every message
+Meta's verification handshake; signatures over the raw body (unsigned input answered
+with a 4xx and nothing stored; a signed body that cannot be read stored, flagged and
+acknowledged, never refused); batched, duplicated and concurrent deliveries; every message
 type Meta sends; and delivery statuses that arrive out of order, twice, or before we
 know our own message's id.
 """
@@ -117,6 +118,17 @@ def turn_jobs(db: Any) -> int:
 
 def assert_nothing_stored(db: Any) -> None:
     assert count(db, "webhook_events") == 0
+    assert count(db, "messages") == 0
+    assert count(db, "message_statuses") == 0
+    assert count(db, "procrastinate_jobs") == 0
+
+
+def assert_only_flagged(db: Any, body: bytes, response: httpx.Response) -> None:
+    """The raw body kept once with why it was not read, and nothing made of it."""
+    event = db.execute("SELECT * FROM webhook_events").fetchone()
+    assert count(db, "webhook_events") == 1 and event["body"] == body
+    assert event["id"] == response.json()["event_id"]
+    assert event["problem"] == response.json()["flagged"]
     assert count(db, "messages") == 0
     assert count(db, "message_statuses") == 0
     assert count(db, "procrastinate_jobs") == 0
@@ -270,7 +282,7 @@ async def test_dev_mode_without_its_secret_file_refuses(client, db):
     assert_nothing_stored(db)
 
 
-# --- 3. Bad input: a 4xx with a detail, never a 500, nothing stored --------------------------
+# --- 3. Signed bodies traza cannot read: stored raw, flagged with why, acknowledged ---------
 
 
 @pytest.mark.parametrize(
@@ -301,11 +313,11 @@ async def test_dev_mode_without_its_secret_file_refuses(client, db):
         "nested-70",
     ],
 )
-async def test_malformed_json_is_a_400_with_a_detail(client, db, body):
+async def test_signed_malformed_json_is_stored_flagged_and_acknowledged(client, db, body):
     response = await post_raw(client, body, sign(body))
-    assert response.status_code == 400, response.text
-    assert "JSON" in response.json()["detail"]
-    assert_nothing_stored(db)
+    assert response.status_code == 200, response.text  # Meta would redeliver anything else
+    assert "JSON" in response.json()["flagged"]
+    assert_only_flagged(db, body, response)
 
 
 def _ok_message() -> dict[str, Any]:
@@ -359,12 +371,13 @@ NOT_WHATSAPP: dict[str, Any] = {
 
 
 @pytest.mark.parametrize("payload", NOT_WHATSAPP.values(), ids=NOT_WHATSAPP.keys())
-async def test_json_that_is_not_a_whatsapp_payload_is_a_422(client, db, payload):
-    response = await post_webhook(client, encode(payload))
-    assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert isinstance(detail, str) and detail.startswith("not a WhatsApp payload: ")
-    assert_nothing_stored(db)
+async def test_json_that_is_not_a_whatsapp_payload_is_stored_flagged(client, db, payload):
+    body = encode(payload)
+    response = await post_webhook(client, body)
+    assert response.status_code == 200, response.text
+    flagged = response.json()["flagged"]
+    assert isinstance(flagged, str) and flagged.startswith("not a WhatsApp payload: ")
+    assert_only_flagged(db, body, response)
 
 
 async def test_body_over_3_mb_is_a_413(client, db):
@@ -391,7 +404,7 @@ async def test_body_over_3_mb_without_a_content_length_is_a_413(client, db):
     assert_nothing_stored(db)
 
 
-async def test_nul_characters_postgres_cannot_hold_are_stored_replaced(client, db):
+async def test_nul_characters_postgres_cannot_hold_are_removed(client, db):
     msg = text_message("hola\u0000mundo")
     msg["text"]["extra"] = {"nul\u0000key": "a\u0000b", "escaped": "\\u0000 stays"}
     loc = message("location", {"latitude": 19.4, "longitude": -99.13, "name": "N\u0000"})
@@ -399,10 +412,10 @@ async def test_nul_characters_postgres_cannot_hold_are_stored_replaced(client, d
     response = await post_webhook(client, body)
     assert response.status_code == 200, response.text
     row = stored(db, msg["id"])
-    assert row["text"] == "hola\ufffdmundo"
-    assert row["content"]["extra"] == {"nul\ufffdkey": "a\ufffdb", "escaped": "\\u0000 stays"}
+    assert row["text"] == "holamundo"
+    assert row["content"]["extra"] == {"nulkey": "ab", "escaped": "\\u0000 stays"}
     location = stored(db, loc["id"])
-    assert location["type"] == "location" and location["text"] == "N\ufffd"
+    assert location["type"] == "location" and location["content"]["name"] == "N"
     assert location["content"]["longitude"] == -99.13
     assert db.execute("SELECT body FROM webhook_events").fetchone()["body"] == body
 

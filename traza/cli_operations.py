@@ -55,18 +55,27 @@ def agents_add(
     team: Annotated[
         list[str] | None, typer.Option("--team", "-t", help="Team (repeat for several).")
     ] = None,
-    role: Annotated[str, typer.Option(help="agent, supervisor or admin.")] = "agent",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="agent, supervisor, admin, or integration (a system such as the ATS: its "
+            "key may only post recruiting events for its --team)."
+        ),
+    ] = "agent",
     capacity: Annotated[int, typer.Option(help="Conversations at once.")] = 5,
     email: Annotated[str | None, typer.Option(help="Contact e-mail.")] = None,
 ) -> None:
     """Add an agent and print their API key (shown this once; only a hash is kept)."""
     from traza.operations import agents
 
+    # People default to `general`; an integration must say which teams it writes for.
+    teams = team or ([] if role == agents.INTEGRATION else ["general"])
+
     async def work(session: Any) -> str:
         _, key = await agents.create_agent(
             session,
             name=name,
-            teams=team or ["general"],
+            teams=teams,
             role=role,
             capacity=capacity,
             email=email,
@@ -74,7 +83,7 @@ def agents_add(
         return key
 
     key = _run(work)
-    typer.echo(f"agent {name} added ({role}, teams: {', '.join(team or ['general'])})")
+    typer.echo(f"agent {name} added ({role}, teams: {', '.join(teams)})")
     typer.secho(f"API key (shown once, store it now): {key}", bold=True)
 
 
@@ -141,6 +150,8 @@ def agents_status(
 
     async def work(session: Any) -> None:
         agent = await agents.find_agent(session, name)
+        if agent.role == agents.INTEGRATION and status != "offline":
+            raise agents.OperationsError(f"{agent.name} is an integration: it takes no chats")
         agent.status = status
         for team in await agents.teams_of(session, agent.id):
             await queue_assignment(session, team)

@@ -75,6 +75,13 @@ def _print_conversation(result: Any, *, all_turns: bool) -> None:
         console.print(table)
     else:
         console.print(title + " — same decisions as recorded")
+    models = sorted({str(t.recorded.get("model")) for t in result.turns if t.recorded.get("model")})
+    today = next((t.replayed.get("model") for t in result.turns if t.replayed.get("model")), None)
+    if models or today:
+        console.print(
+            f"judgment model: recorded {', '.join(models) or '— (before trained models)'};"
+            f" today {today or '—'}"
+        )
 
 
 def replay(

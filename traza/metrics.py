@@ -2,13 +2,15 @@
 
 Two kinds, because the API and the workers are separate processes:
 
-- **From the database, at scrape time** (`DatabaseCollector`): messages, routing
-  decisions, guardrail verdicts, handoffs, send errors, SLA outcomes and model fallbacks
-  are counted from the append-only `trace_events`; queue depth and lag from
-  `procrastinate_jobs`. Every process that serves `/metrics` shows the same totals,
-  whichever worker did the work. Counting is incremental: events older than
-  `SETTLE_SECONDS` are added to running totals once (walking the primary key), newer ones
-  are counted afresh on each scrape, so a scrape reads only the last minute of events.
+- **From the database, at scrape time** (`DatabaseCollector`): messages by status,
+  routing decisions, guardrail verdicts, handoffs, send errors, SLA outcomes, model
+  fallbacks and step durations are **counters kept in the database**: a trigger on
+  `trace_events` appends what each event counts to `metric_counts` in the transaction
+  that writes the event (migration 0009), and `compact()` folds those rows into
+  `metric_totals`. They only ever go up — whichever process did the work, across
+  restarts, and after a data-subject erasure redacts the events they came from. Queue
+  depth and lag come from `procrastinate_jobs`, the backlog of inbound messages from
+  `messages`. Every process that serves `/metrics` shows the same figures.
 - **In-process** (`MODEL_SECONDS`, `MODEL_ERRORS`, `JOB_LATENESS`): observed where the
   work happens. A process only exposes its own, unless every process of a machine shares
   `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode).
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import text
 
+from traza.db.health import oldest_unprocessed_seconds
 from traza.jobs.defer import OPS_QUEUE
 from traza.jobs.queues import SEND_QUEUE, TURN_QUEUE
 
@@ -74,100 +77,34 @@ async def measure_job(call_next: Callable[[], Awaitable[Any]], context: Any, wor
 
 # --- from the database ------------------------------------------------------------------
 
-SETTLE_SECONDS = 60.0
-"""Events older than this are added to the running totals for good (a transaction that
-writes trace events for longer than this could be missed: none does)."""
-
 MODEL_STEP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+"""Upper bounds of `traza_model_step_seconds` (the trigger of migration 0009 files each
+step under the first bound it fits, as `f"{bound:g}"`, or `+Inf`)."""
 
-# One pass over the events after the watermark. `settled` rows go into the running totals;
-# the others are counted on every scrape until they settle. Labels are l1..l3.
-TALLY_SQL = text(
+# The counters: folded totals plus the rows appended since the last fold, read in one
+# statement (one snapshot), so a fold running meanwhile is seen either before or after.
+COUNTERS_SQL = text(
     """
-    WITH w AS (
-      SELECT coalesce(max(id), CAST(:after AS bigint)) AS settled,
-             (SELECT coalesce(max(id), 0) FROM trace_events) AS newest
-        FROM trace_events
-       WHERE id > :after AND at < now() - make_interval(secs => :settle)
-    ), e AS (
-      SELECT t.id, t.kind, t.data, t.message_id, t.llm, t.duration_ms,
-             t.id <= w.settled AS settled
-        FROM trace_events t, w
-       WHERE t.id > :after
-         AND (t.kind LIKE 'message.%' OR t.kind LIKE 'sla.%' OR t.llm OR t.kind IN
-              ('routing.decision', 'guardrail.verdict', 'guardrail.unavailable',
-               'handoff.created'))
-    )
-    SELECT 'messages' AS family, e.settled, m.direction AS l1, m.channel AS l2,
-           CASE e.kind WHEN 'message.received' THEN 'received'
-                       WHEN 'message.queued' THEN 'queued'
-                       WHEN 'message.sent' THEN 'accepted'
-                       WHEN 'message.status' THEN coalesce(e.data->>'status', 'unknown')
-                       WHEN 'message.send_failed' THEN 'send_failed'
-                       WHEN 'message.skipped' THEN 'skipped'
-                       WHEN 'message.held_for_human' THEN 'held_for_human'
-                       ELSE substr(e.kind, 9) END AS l3,
-           count(*) AS n
-      FROM e JOIN messages m ON m.id = e.message_id
-     WHERE e.kind LIKE 'message.%'
-     GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'decisions', e.settled, coalesce(e.data->>'route', ''), coalesce(e.data->>'rule', ''),
-           coalesce(e.data->'inputs'->>'intent', ''), count(*)
-      FROM e WHERE e.kind = 'routing.decision' GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'guardrails', e.settled,
-           CASE WHEN (e.data->>'allowed')::boolean THEN 'allowed' ELSE 'blocked' END,
-           coalesce(e.data->>'source', 'offline'), '', count(*)
-      FROM e WHERE e.kind IN ('guardrail.verdict', 'guardrail.unavailable')
-     GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'guardrail_blocks', e.settled, p.policy, '', '', count(*)
-      FROM e CROSS JOIN LATERAL jsonb_array_elements_text(
-             CASE WHEN jsonb_typeof(e.data->'policies') = 'array'
-                  THEN e.data->'policies' ELSE '[]'::jsonb END) AS p(policy)
-     WHERE e.kind IN ('guardrail.verdict', 'guardrail.unavailable')
-       AND NOT coalesce((e.data->>'allowed')::boolean, true)
-     GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'handoffs', e.settled, coalesce(e.data->>'rule', 'handoff'),
-           coalesce(e.data->>'team', ''), '', count(*)
-      FROM e WHERE e.kind = 'handoff.created' GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'send_errors', e.settled, coalesce(e.data->>'error_code', 'none'),
-           coalesce(e.data->>'channel', m.channel),
-           CASE WHEN e.kind = 'message.status' THEN 'delivery' ELSE 'send' END, count(*)
-      FROM e JOIN messages m ON m.id = e.message_id
-     WHERE e.kind = 'message.send_failed'
-        OR (e.kind = 'message.status' AND e.data->>'status' = 'failed')
-     GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'sla', e.settled, coalesce(e.data->>'metric', ''), substr(e.kind, 5), '', count(*)
-      FROM e WHERE e.kind IN ('sla.met', 'sla.breached', 'sla.cancelled')
-     GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'model_fallbacks', e.settled, e.kind, '', '', count(*)
-      FROM e WHERE e.llm AND e.data ? 'llm_error' GROUP BY 1, 2, 3, 4, 5
-    UNION ALL
-    SELECT 'watermark', true, w.settled::text, w.newest::text, '', 0 FROM w
+    SELECT family, l1, l2, l3, sum(n) AS n, sum(total) AS total FROM (
+      SELECT family, l1, l2, l3, n, total FROM metric_totals
+      UNION ALL
+      SELECT family, l1, l2, l3, n, total FROM metric_counts
+    ) c
+    GROUP BY 1, 2, 3, 4
     """
 )
+COMPACT_SQL = text("SELECT traza_compact_metrics()")
 
-# The model's step durations (trace events written by steps that used the model).
-STEP_SECONDS_SQL = text(
+
+async def compact(conn: Any) -> int:
+    """Fold the appended counter rows into the totals; return how many rows were folded.
+
+    `conn`: a SQLAlchemy async connection or session. Safe to run from several
+    processes at once (one folds, the others return 0).
     """
-    SELECT t.kind, t.id <= :settled AS settled, count(*) AS n,
-           coalesce(sum(t.duration_ms), 0) / 1000.0 AS total,
-           ARRAY[{buckets}] AS le
-      FROM trace_events t
-     WHERE t.id > :after AND t.llm AND t.duration_ms IS NOT NULL
-     GROUP BY 1, 2
-    """.format(
-        buckets=", ".join(
-            f"count(*) FILTER (WHERE t.duration_ms <= {b * 1000:g})" for b in MODEL_STEP_BUCKETS
-        )
-    )
-)
+    folded = (await conn.execute(COMPACT_SQL)).scalar_one()
+    return int(folded or 0)
+
 
 QUEUE_SQL = text(
     """
@@ -239,12 +176,13 @@ class _Histogram:
     count: int = 0
     total: float = 0.0
 
-    def add(self, le: Iterable[int], count: int, total: float) -> _Histogram:
-        return _Histogram(
-            [a + b for a, b in zip(self.buckets, le, strict=True)],
-            self.count + count,
-            self.total + total,
-        )
+    def add(self, le: str, count: int, total: float) -> None:
+        """Count `count` steps filed under the bound `le` (cumulative buckets)."""
+        self.count += count
+        self.total += total
+        for index, bound in enumerate(MODEL_STEP_BUCKETS):
+            if le != "+Inf" and float(le) <= bound:
+                self.buckets[index] += count
 
 
 @dataclass
@@ -252,6 +190,7 @@ class _Snapshot:
     counters: dict[Key, int] = field(default_factory=dict)
     steps: dict[str, _Histogram] = field(default_factory=dict)
     queues: list[tuple[str, str, int, float | None]] = field(default_factory=list)
+    oldest_unprocessed: float = 0.0
     up: bool = False
     seconds: float = 0.0
 
@@ -260,19 +199,16 @@ class DatabaseCollector:
     """Counters and gauges read from the database; `refresh()` before each exposition."""
 
     def __init__(self) -> None:
-        """Start with nothing counted (the first refresh walks the whole trace once)."""
+        """Nothing read yet (the first scrape reads everything: it is all in the database)."""
         self._lock = asyncio.Lock()
         self.reset()
 
     def reset(self) -> None:
-        """Forget the running totals (the next refresh recounts from the first event)."""
-        self._after = 0
-        self._settled: dict[Key, int] = {}
-        self._settled_steps: dict[str, _Histogram] = {}
+        """Forget the last reading (the counters themselves live in the database)."""
         self._snapshot = _Snapshot()
 
     async def refresh(self) -> None:
-        """Read what happened since the last refresh; on failure, report `up 0`."""
+        """Read the counters and gauges; on failure, report `up 0`."""
         from traza.db.engine import autocommit
 
         async with self._lock:
@@ -280,49 +216,30 @@ class DatabaseCollector:
             try:
                 async with autocommit() as conn:
                     await self._refresh(conn)
-            except Exception:  # a scrape must answer even when the database does not
-                log.exception("metrics: reading the database failed")
+            except Exception as exc:  # a scrape must answer even when the database does not
+                log.warning("metrics: reading the database failed: %s", type(exc).__name__)
                 self._snapshot = _Snapshot(up=False)
             self._snapshot.seconds = time.perf_counter() - started
 
     async def _refresh(self, conn: Any) -> None:
-        rows = (
-            await conn.execute(TALLY_SQL, {"after": self._after, "settle": SETTLE_SECONDS})
-        ).all()
-        watermark = next(r for r in rows if r.family == "watermark")
-        settled_upto, newest = int(watermark.l1), int(watermark.l2)
-        if newest < self._after:  # the table was emptied or restored: count again
-            self.reset()
-            await self._refresh(conn)
-            return
-        fresh: dict[Key, int] = {}
-        for r in rows:
-            if r.family == "watermark":
-                continue
-            key: Key = (r.family, r.l1 or "", r.l2 or "", r.l3 or "")
-            target = self._settled if r.settled else fresh
-            target[key] = target.get(key, 0) + int(r.n)
-        step_rows = (
-            await conn.execute(STEP_SECONDS_SQL, {"after": self._after, "settled": settled_upto})
-        ).all()
-        fresh_steps: dict[str, _Histogram] = {}
-        for r in step_rows:
-            target_steps = self._settled_steps if r.settled else fresh_steps
-            target_steps[r.kind] = target_steps.get(r.kind, _Histogram()).add(
-                r.le, int(r.n), float(r.total)
-            )
-        self._after = settled_upto
-        counters = dict(self._settled)
-        for key, n in fresh.items():
-            counters[key] = counters.get(key, 0) + n
-        steps = dict(self._settled_steps)
-        for kind, h in fresh_steps.items():
-            steps[kind] = steps.get(kind, _Histogram()).add(h.buckets, h.count, h.total)
+        counters: dict[Key, int] = {}
+        steps: dict[str, _Histogram] = {}
+        for r in (await conn.execute(COUNTERS_SQL)).all():
+            if r.family == "model_steps":
+                steps.setdefault(r.l1, _Histogram()).add(r.l2, int(r.n), float(r.total))
+            else:
+                counters[(r.family, r.l1, r.l2, r.l3)] = int(r.n)
         queues = [
             (r.queue, r.state, int(r.n), float(r.lag) if r.lag is not None else None)
             for r in (await conn.execute(QUEUE_SQL)).all()
         ]
-        self._snapshot = _Snapshot(counters=counters, steps=steps, queues=queues, up=True)
+        self._snapshot = _Snapshot(
+            counters=counters,
+            steps=steps,
+            queues=queues,
+            oldest_unprocessed=await oldest_unprocessed_seconds(conn),
+            up=True,
+        )
 
     def collect(self) -> Iterator[Metric]:
         """The families of the last refresh."""
@@ -377,6 +294,12 @@ class DatabaseCollector:
             lag.add_metric([queue], late)
         yield depth
         yield lag
+        backlog = GaugeMetricFamily(
+            "traza_oldest_unprocessed_seconds",
+            "How long the oldest inbound message no turn has taken yet has waited (0: none)",
+        )
+        backlog.add_metric([], snap.oldest_unprocessed)
+        yield backlog
 
 
 DATABASE = DatabaseCollector()

@@ -45,6 +45,12 @@ async def conversation_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     return _graph
 
 
+async def drop_dead_connections() -> None:
+    """After a database outage: replace the checkpointer's connections the server dropped."""
+    if _pool is not None:
+        await _pool.check()
+
+
 async def close_graph() -> None:
     """Close the checkpointer's pool."""
     global _pool, _graph

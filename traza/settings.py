@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from limits import parse as parse_rate
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -62,9 +64,33 @@ class Settings(BaseSettings):
     traza_db_prepared_statements: bool = Field(default=True, alias="TRAZA_DB_PREPARED_STATEMENTS")
     traza_send_max_attempts: int = Field(default=6, ge=1, le=50, alias="TRAZA_SEND_MAX_ATTEMPTS")
     traza_stalled_seconds: float = Field(default=30, ge=2, le=3600, alias="TRAZA_STALLED_SECONDS")
+    # An inbound message unprocessed this long is a backlog: the dashboard warns,
+    # `traza worker --check` fails (the gauge is `traza_oldest_unprocessed_seconds`).
+    traza_backlog_warn_seconds: float = Field(
+        default=60, gt=0, le=86400, alias="TRAZA_BACKLOG_WARN_SECONDS"
+    )
     traza_bot_name: str = Field(default="traza", min_length=1, alias="TRAZA_BOT_NAME")
     # Bearer token `GET /metrics` requires; unset: /metrics is open (keep it off the internet).
     traza_metrics_token: SecretStr | None = Field(default=None, alias="TRAZA_METRICS_TOKEN")
+
+    # `text` (one line per record) or `json` (one object per line); masked either way.
+    traza_log_format: Literal["text", "json"] = Field(default="text", alias="TRAZA_LOG_FORMAT")
+    # A dashboard session ends after this long without a request, and at the latest this
+    # long after login.
+    traza_session_idle_minutes: float = Field(
+        default=60, gt=0, le=7 * 24 * 60, alias="TRAZA_SESSION_IDLE_MINUTES"
+    )
+    traza_session_max_hours: float = Field(
+        default=12, gt=0, le=30 * 24, alias="TRAZA_SESSION_MAX_HOURS"
+    )
+    # Failed logins and API authentications allowed per client IP and per key prefix in a
+    # moving window (`limits` notation: "20/minute", "100 per hour"); then 429.
+    traza_auth_failures_per_client: str = Field(
+        default="50/minute", alias="TRAZA_AUTH_FAILURES_PER_CLIENT"
+    )
+    traza_auth_failures_per_key: str = Field(
+        default="10/minute", alias="TRAZA_AUTH_FAILURES_PER_KEY"
+    )
 
     def prepare_threshold(self) -> int | None:
         """The `prepare_threshold` of every psycopg pool traza opens (None: never)."""
@@ -77,6 +103,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
             raise ValueError("must be a postgresql:// URL (traza runs on PostgreSQL only)")
+        return value
+
+    @field_validator("traza_auth_failures_per_client", "traza_auth_failures_per_key")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            parse_rate(value)
+        except ValueError:
+            raise ValueError("must be a rate such as 20/minute or 100 per hour") from None
         return value
 
     @field_validator("whatsapp_api_base")

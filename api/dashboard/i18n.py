@@ -34,6 +34,9 @@ _ES: dict[str, str] = {
     "role.supervisor": "supervisión",
     "role.agent": "agente",
     "footer.zone": "Horas en {zone}.",
+    "backlog.warning": "Hay mensajes de clientes esperando desde hace {seconds} s sin que nadie "
+    "los procese (el aviso salta a los {limit} s): ¿está funcionando `traza worker`? "
+    "Compruébalo con `traza worker --check`.",
     # login
     "login.title": "Entrar",
     "login.intro": "Entra con tu clave de API de operador (la de `traza agents add` o `POST "
@@ -41,6 +44,7 @@ _ES: dict[str, str] = {
     "login.key": "Clave de API",
     "login.submit": "Entrar",
     "login.invalid": "Clave no válida o revocada.",
+    "login.throttled": "Demasiados intentos fallidos. Espera un minuto e inténtalo de nuevo.",
     "login.logged_out": "Has salido.",
     # flashes and errors
     "flash.claimed": "Traspaso tomado: ahora es tuyo.",
@@ -310,12 +314,16 @@ _EN: dict[str, str] = {
     "role.supervisor": "supervisor",
     "role.agent": "agent",
     "footer.zone": "Times in {zone}.",
+    "backlog.warning": "Customer messages have waited {seconds} s without being processed "
+    "(the warning starts at {limit} s): is `traza worker` running? Check with "
+    "`traza worker --check`.",
     "login.title": "Log in",
     "login.intro": "Log in with your operator API key (from `traza agents add` or `POST "
     "/agents`). It is kept in an HttpOnly cookie of this browser until you log out.",
     "login.key": "API key",
     "login.submit": "Log in",
     "login.invalid": "Invalid or revoked key.",
+    "login.throttled": "Too many failed attempts. Wait a minute and try again.",
     "login.logged_out": "You are logged out.",
     "flash.claimed": "Handoff claimed: it is yours now.",
     "flash.replied": "Reply queued to be sent to the customer.",

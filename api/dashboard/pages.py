@@ -16,9 +16,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.dashboard import i18n, session
+from api.deps import INTEGRATION_ONLY, deny
 from traza import clock
+from traza.db.engine import autocommit
+from traza.db.health import oldest_unprocessed_seconds
 from traza.operations.agents import Operator
 from traza.rules import active
+from traza.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -133,6 +137,8 @@ class Page:
     now: datetime
     session: session.Session | None = None
     flash: dict[str, str] | None = None
+    backlog: float | None = None
+    """Seconds the oldest unprocessed inbound message has waited, when beyond the warning."""
     cookies: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -173,6 +179,8 @@ class Page:
             csrf=self.session.csrf if self.session else None,
             operator=self.session.operator if self.session else None,
             flash=self.flash,
+            backlog=self.backlog,
+            backlog_limit=get_settings().traza_backlog_warn_seconds,
             path=self.request.url.path,
             here=_here(self.request),
             **context,
@@ -285,7 +293,19 @@ async def signed_in(page: Annotated[Page, Depends(open_page)]) -> Page:
     if page.session is None:
         url = page.request.url
         raise LoginRequired(f"{url.path}?{url.query}" if url.query else url.path)
+    if page.session.operator.is_integration:  # a system's key has no dashboard
+        raise await deny(
+            page.request, page.session.operator, conversation_id=None, reason=INTEGRATION_ONLY
+        )
+    page.backlog = await _backlog()
     return page
+
+
+async def _backlog() -> float | None:
+    """The backlog the banner warns about: inbound messages waiting beyond the setting."""
+    async with autocommit() as conn:
+        waited = await oldest_unprocessed_seconds(conn)
+    return waited if waited > get_settings().traza_backlog_warn_seconds else None
 
 
 AnyPage = Annotated[Page, Depends(open_page)]

@@ -24,6 +24,7 @@ from api.deps import deny
 from api.routes import conversations as conversations_api
 from api.routes import handoffs as handoffs_api
 from api.schemas import TransferRequest
+from api.throttle import throttle_of
 from traza.db.engine import get_sessionmaker
 from traza.db.models import Agent, AgentTeam, Candidate, Contact, Conversation, Handoff, Team
 from traza.operations.handoffs import OPEN
@@ -63,7 +64,7 @@ def _login_page(page: Page, *, next: str, status: int = 200, error: str | None =
 
 @router.post("/login")
 async def login(page: AnyPage) -> Response:
-    """Check the key as the API would; on success, start a session."""
+    """Check the key as the API would; on success, start a session (429 after too many)."""
     try:
         fields = await session.form(page.request)
     except session.FormError as exc:
@@ -72,23 +73,34 @@ async def login(page: AnyPage) -> Response:
     nonce = page.request.cookies.get(LOGIN_NONCE)
     if not nonce or not secrets.compare_digest(fields.get("csrf", "").encode(), nonce.encode()):
         return _login_page(page, next=next_url, status=403, error="error.csrf")
+    throttle = throttle_of(page.request.app)
+    if wait := await throttle.blocked(page.request):
+        return _throttled(page, next_url, wait)
     key = fields.get("key", "").strip()
-    if await session.operator_for_key(key) is None:
-        return _login_page(page, next=next_url, status=401, error="login.invalid")
     response = page.redirect(next_url)
-    session.start(response, page.request, key)
+    if not await session.start(response, page.request, key):
+        if wait := await throttle.failed(page.request, surface="dashboard", key=key):
+            return _throttled(page, next_url, wait)
+        return _login_page(page, next=next_url, status=401, error="login.invalid")
     response.delete_cookie(LOGIN_NONCE, path="/dashboard")
+    return response
+
+
+def _throttled(page: Page, next_url: str, wait: int) -> Response:
+    """The login form again, answered 429 with `Retry-After`."""
+    response = _login_page(page, next=next_url, status=429, error="login.throttled")
+    response.headers["Retry-After"] = str(wait)
     return response
 
 
 @router.post("/logout")
 async def logout(page: SignedIn) -> Response:
-    """End the session in this browser."""
+    """End the session, on the server and in this browser."""
     problem = await _checked_form(page)
     if isinstance(problem, Response):
         return problem
     response = page.redirect("/dashboard/login", ok="login.logged_out")
-    session.end(response)
+    await session.end(response, page.request)
     return response
 
 
@@ -149,8 +161,8 @@ async def home(page: SignedIn) -> Response:
 
 
 def _scope(page: Page) -> frozenset[str] | None:
-    """The teams whose escalations a monitor counts (None: all, for admins)."""
-    return None if page.operator.role == "admin" else page.operator.teams
+    """The teams whose candidates a monitor names (None: all, for admins)."""
+    return page.operator.scope
 
 
 async def _monitor(
@@ -250,7 +262,7 @@ async def _transfer_options(db: Any) -> dict[str, Any]:
         select(Agent.name, Team.name)
         .join(AgentTeam, AgentTeam.agent_id == Agent.id)
         .join(Team, Team.id == AgentTeam.team_id)
-        .where(Agent.disabled_at.is_(None))
+        .where(Agent.disabled_at.is_(None), Agent.role != "integration")
         .order_by(Agent.name, Team.name)
     )
     return {"teams": teams, "agents": [(a, team) for a, team in rows]}

@@ -1,36 +1,38 @@
-"""Dashboard sessions: the operator's API key in a cookie, and a CSRF token per session.
+"""Dashboard sessions: a random session id in a cookie, and a CSRF token per session.
 
 Logging in checks the key exactly as `Authorization: Bearer` does (an agent's key, or
-the bootstrap `TRAZA_ADMIN_KEY`), then stores `<nonce>.<key>` in the `traza_session`
-cookie: HttpOnly (page scripts cannot read it), `SameSite=Strict` (other sites cannot
-make the browser send it), `Secure` over HTTPS, limited to `/dashboard`. Every request
-authenticates the key again, so revoking a key (`traza agents revoke`,
-`DELETE /keys/{prefix}`) or disabling an agent ends their dashboard sessions at once.
+the bootstrap `TRAZA_ADMIN_KEY`), then opens a server-side session
+(`traza.operations.agents.open_session`) and puts only its random id in the
+`traza_session` cookie: HttpOnly (page scripts cannot read it), `SameSite=Strict` (other
+sites cannot make the browser send it), `Secure` over HTTPS, limited to `/dashboard`.
+The id is not the key and is stored only as a hash, so a copied cookie is no API key,
+and it stops working at logout, after `TRAZA_SESSION_IDLE_MINUTES` idle, at
+`TRAZA_SESSION_MAX_HOURS` after login, and as soon as the key is revoked (`traza agents
+revoke`, `DELETE /keys/{prefix}`) or the agent disabled.
 
-Forms and htmx requests that change anything carry a CSRF token, an HMAC of the
-session's random nonce keyed by the API key: a page from another origin can neither
-read it nor compute it, and it changes at every login.
+Forms and htmx requests that change anything carry a CSRF token, an HMAC keyed by the
+session id: a page from another origin can neither read it nor compute it, and it
+changes at every login.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import Response
 
-from traza.db.engine import get_sessionmaker
-from traza.operations.agents import Operator, authenticate
+from traza.db.engine import session_scope
+from traza.operations import agents
+from traza.operations.agents import Operator
 from traza.settings import get_settings
 
 COOKIE = "traza_session"
 PATH = "/dashboard"
-MAX_AGE = 12 * 3600
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_FORM_BYTES = 64 * 1024
@@ -48,56 +50,57 @@ class FormError(ValueError):
     """A POST body the dashboard does not accept (too large, or not a form)."""
 
 
-async def operator_for_key(key: str) -> Operator | None:
-    """The operator a key belongs to (as `api.deps.get_operator` decides), or None."""
-    key = key.strip()
-    if not key:
-        return None
-    admin = get_settings().admin_key()
-    if admin and hmac.compare_digest(key.encode(), admin.encode()):
-        return Operator(name="admin", role="admin", teams=frozenset())
-    async with get_sessionmaker()() as session:
-        return await authenticate(session, key)
-
-
-def csrf_token(key: str, nonce: str) -> str:
+def csrf_token(session_id: str) -> str:
     """The session's CSRF token."""
-    message = f"traza-dashboard-csrf:{nonce}".encode()
-    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.new(session_id.encode(), b"traza-dashboard-csrf", hashlib.sha256).hexdigest()
 
 
 async def current(request: Request) -> Session | None:
-    """The session the request's cookie holds, if the key still authenticates."""
-    raw = request.cookies.get(COOKIE)
-    if not raw or "." not in raw:
+    """The session the request's cookie names, if it is still live (and its key valid)."""
+    session_id = request.cookies.get(COOKIE, "")
+    if not session_id or len(session_id) > 128:
         return None
-    nonce, encoded = raw.split(".", 1)
-    try:
-        key = base64.urlsafe_b64decode(encoded.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    operator = await operator_for_key(key)
+    settings = get_settings()
+    async with session_scope() as db:
+        operator = await agents.session_operator(
+            db,
+            session_id,
+            admin_key=settings.admin_key(),
+            idle=timedelta(minutes=settings.traza_session_idle_minutes),
+        )
     if operator is None:
         return None
-    return Session(operator=operator, csrf=csrf_token(key, nonce))
+    return Session(operator=operator, csrf=csrf_token(session_id))
 
 
-def start(response: Response, request: Request, key: str) -> None:
-    """Set the session cookie for `key` (a fresh nonce, so a fresh CSRF token)."""
-    encoded = base64.urlsafe_b64encode(key.strip().encode()).decode()
+async def start(response: Response, request: Request, key: str) -> bool:
+    """Open a session for `key` and set its cookie; False (nothing set) for a bad key."""
+    settings = get_settings()
+    lifetime = timedelta(hours=settings.traza_session_max_hours)
+    async with session_scope() as db:
+        session_id = await agents.open_session(
+            db, key, admin_key=settings.admin_key(), lifetime=lifetime
+        )
+    if session_id is None:
+        return False
     response.set_cookie(
         COOKIE,
-        f"{secrets.token_urlsafe(16)}.{encoded}",
-        max_age=MAX_AGE,
+        session_id,
+        max_age=int(lifetime.total_seconds()),
         path=PATH,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
     )
+    return True
 
 
-def end(response: Response) -> None:
-    """Forget the session in this browser."""
+async def end(response: Response, request: Request) -> None:
+    """End the request's session on the server and forget it in this browser."""
+    session_id = request.cookies.get(COOKIE, "")
+    if session_id:
+        async with session_scope() as db:
+            await agents.end_session(db, session_id, reason="logout")
     response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict")
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import AdminDep, OperatorDep, SessionDep
+from api.deps import AdminDep, OperatorDep, RowId, SessionDep
 from api.schemas import (
     AgentCreated,
     AgentPublic,
@@ -88,12 +86,27 @@ async def create_agent(body: AgentRequest, operator: AdminDep) -> AgentCreated:
 
 
 @router.get("/agents/{agent_id}", response_model=AgentPublic)
-async def get_agent(agent_id: int, session: SessionDep, operator: AdminDep) -> AgentPublic:
+async def get_agent(agent_id: RowId, session: SessionDep, operator: AdminDep) -> AgentPublic:
     """One agent."""
     return await _public(session, await _agent(session, agent_id))
 
 
+def _integration_problem(agent: Agent, change: AgentUpdate) -> str | None:
+    """Why `change` cannot apply to an integration (or make one); None when it can."""
+    if change.role not in (None, agent.role) and ops.INTEGRATION in (change.role, agent.role):
+        return "a person's key cannot become an integration's or back: add a new agent"
+    if agent.role != ops.INTEGRATION:
+        return None
+    if change.capacity or change.status not in (None, "offline"):
+        return "an integration takes no conversations (capacity 0, offline)"
+    if change.teams == []:
+        return "an integration needs the team(s) it writes for"
+    return None
+
+
 async def _apply(session: AsyncSession, agent: Agent, change: AgentUpdate, by: str) -> None:
+    if problem := _integration_problem(agent, change):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problem)
     if change.teams is not None:
         try:
             await ops.set_teams(session, agent, change.teams)
@@ -104,7 +117,7 @@ async def _apply(session: AsyncSession, agent: Agent, change: AgentUpdate, by: s
     if change.capacity is not None:
         agent.capacity = change.capacity
     if change.disabled is not None:
-        agent.disabled_at = datetime.now(UTC) if change.disabled else None
+        await ops.set_disabled(session, agent, change.disabled)
     if change.status is not None and change.status != agent.status:
         before, agent.status = agent.status, change.status
         await trace.record(
@@ -121,7 +134,7 @@ async def _apply(session: AsyncSession, agent: Agent, change: AgentUpdate, by: s
 
 
 @router.patch("/agents/{agent_id}", response_model=AgentPublic)
-async def update_agent(agent_id: int, body: AgentUpdate, operator: AdminDep) -> AgentPublic:
+async def update_agent(agent_id: RowId, body: AgentUpdate, operator: AdminDep) -> AgentPublic:
     """Change teams, role, capacity, status, or disable an agent."""
     async with session_scope() as session:
         agent = await _agent(session, agent_id)
@@ -130,7 +143,7 @@ async def update_agent(agent_id: int, body: AgentUpdate, operator: AdminDep) -> 
 
 
 @router.post("/agents/{agent_id}/keys", response_model=KeyCreated, status_code=201)
-async def new_key(agent_id: int, operator: AdminDep) -> KeyCreated:
+async def new_key(agent_id: RowId, operator: AdminDep) -> KeyCreated:
     """A new API key for the agent (their other keys keep working until revoked)."""
     async with session_scope() as session:
         agent = await _agent(session, agent_id)

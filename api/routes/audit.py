@@ -9,7 +9,8 @@ from fastapi import APIRouter, Body, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import AdminDep, OperatorDep, SessionDep, check_team, require_role
+from api.deps import AdminDep, OperatorDep, RowId, SessionDep, check_team, require_role
+from api.schemas import Input
 from traza import trace
 from traza.audit import subjects, trail
 from traza.db.models import Conversation
@@ -17,7 +18,7 @@ from traza.db.models import Conversation
 router = APIRouter(tags=["audit"])
 
 
-class ErasureRequest(BaseModel):
+class ErasureRequest(Input):
     """`POST /contacts/{id}/erase`: why the contact's personal data is erased."""
 
     reason: str = Field(min_length=1, max_length=500, examples=["GDPR art. 17 request #42"])
@@ -41,7 +42,7 @@ class ErasureResult(BaseModel):
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def audit_export(
-    conversation_id: int, request: Request, session: SessionDep, operator: OperatorDep
+    conversation_id: RowId, request: Request, session: SessionDep, operator: OperatorDep
 ) -> StreamingResponse:
     """A conversation's audit trail as NDJSON, verifiable offline.
 
@@ -50,7 +51,7 @@ async def audit_export(
     that cover the conversation. `traza audit verify --file` checks it with no database.
     Admins and supervisors (of the conversation's team).
     """
-    require_role(operator, "admin", "supervisor")
+    await require_role(request, operator, "admin", "supervisor")
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="conversation not found")
@@ -83,7 +84,7 @@ async def _contact_id(session: SessionDep, contact_id: int) -> int:
 
 
 @router.get("/contacts/{contact_id}/export")
-async def export_contact(contact_id: int, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+async def export_contact(contact_id: RowId, session: SessionDep, _: AdminDep) -> dict[str, Any]:
     """Everything held about a contact (data-subject access request). Admins only."""
     try:
         return await subjects.export_subject(await _contact_id(session, contact_id))
@@ -93,7 +94,7 @@ async def export_contact(contact_id: int, session: SessionDep, _: AdminDep) -> d
 
 @router.post("/contacts/{contact_id}/erase", response_model=ErasureResult)
 async def erase_contact(
-    contact_id: int,
+    contact_id: RowId,
     session: SessionDep,
     operator: AdminDep,
     body: Annotated[ErasureRequest, Body()],

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, sta
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from api.deps import OperatorDep, SessionDep, check_team, deny
+from api.deps import OperatorDep, RowId, SessionDep, check_team, deny
 from api.schemas import (
     CheckpointPublic,
     ContactPublic,
@@ -48,7 +48,7 @@ def _public(conversation: Conversation, contact: Contact, inbox: Inbox) -> Conve
 
 
 async def _visible(
-    conversation_id: int, request: Request, session: SessionDep, operator: OperatorDep
+    conversation_id: RowId, request: Request, session: SessionDep, operator: OperatorDep
 ) -> Conversation:
     """The conversation, if it exists and the caller's teams cover it (else 404/403)."""
     conversation = await session.get(Conversation, conversation_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from api.deps import OperatorDep, SessionDep, check_team, deny
+from api.deps import OperatorDep, RowId, SessionDep, check_team, deny
 from api.schemas import HandoffPublic, NotePublic, ResumeResult, TransferRequest
 from traza import clock, trace
 from traza.conversations import turns
@@ -72,7 +72,7 @@ async def list_handoffs(
 
 
 async def _visible(
-    handoff_id: int, request: Request, session: SessionDep, operator: OperatorDep
+    handoff_id: RowId, request: Request, session: SessionDep, operator: OperatorDep
 ) -> Handoff:
     handoff = await session.get(Handoff, handoff_id)
     if handoff is None:

@@ -1,14 +1,20 @@
-"""`POST /recruiting/events`: the ATS tells traza what happened (idempotent on `id`)."""
+"""`POST /recruiting/events`: the ATS tells traza what happened (idempotent on `id`).
+
+Events come with an integration's key (`traza agents add ats --role integration --team
+recruiting`), which writes only its teams' candidates, or with the admin key. The
+follow-up agents' figures are shown to anyone signed in; the candidates they name only
+to those of the candidates' teams.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import OperatorDep
+from api.deps import CallerDep, OperatorDep, deny
 from traza.db.engine import session_scope
 from traza.recruiting import events, stats
 from traza.recruiting.agents import active_agents
@@ -23,14 +29,25 @@ class EventResult(BaseModel):
     status: str
 
 
+WRITERS = ("integration", "admin")
+
+
 @router.post("/events", response_model=EventResult)
-async def post_event(body: events.EventIn, operator: OperatorDep) -> EventResult:
-    """Apply an ATS event; a replayed id answers `duplicate` and changes nothing."""
-    if operator.role == "agent":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="needs role supervisor or admin")
+async def post_event(body: events.EventIn, request: Request, caller: CallerDep) -> EventResult:
+    """Apply an ATS event; a replayed id answers `duplicate` and changes nothing.
+
+    Needs an integration's key (it writes only its teams' candidates) or the admin key.
+    """
+    if caller.role not in WRITERS:
+        reason = "ATS events need an integration key (role integration) or the admin key"
+        raise await deny(request, caller, conversation_id=None, reason=reason)
     try:
         async with session_scope() as session:
-            outcome = await events.apply(session, body)
+            outcome = await events.apply(session, body, teams=caller.scope)
+    except events.OutOfScope as exc:
+        raise await deny(
+            request, caller, conversation_id=exc.conversation_id, reason=str(exc)
+        ) from None
     except events.EventError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     except IntegrityError as exc:
@@ -45,7 +62,7 @@ async def list_agents(operator: OperatorDep) -> list[dict[str, Any]]:
     async with session_scope() as session:
         return [
             {"name": name, "objective": agent.objective, "tone": agent.tone}
-            | await stats.agent_stats(session, name, limit=0)
+            | await stats.agent_stats(session, name, limit=0, teams=operator.scope)
             for name, agent in sorted(active_agents().items())
         ]
 
@@ -57,5 +74,5 @@ async def agent_detail(name: str, operator: OperatorDep) -> dict[str, Any]:
     if agent is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent '{name}'")
     async with session_scope() as session:
-        figures = await stats.agent_stats(session, name)
+        figures = await stats.agent_stats(session, name, teams=operator.scope)
     return {"name": name, "objective": agent.objective, "channels": agent.channels} | figures

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, HTTPException, Request, status
+from pydantic import Field
 
 from api.deps import OperatorDep, require_role
 from api.routes.conversations import VisibleConversation
+from api.schemas import Input
 from traza.replay import checkpoints, runner
 
 router = APIRouter(prefix="/conversations", tags=["replay"])
 
 
-class ReplayRequest(BaseModel):
+class ReplayRequest(Input):
     """Where the replay starts."""
 
     from_checkpoint: str | None = Field(
@@ -27,6 +28,7 @@ class ReplayRequest(BaseModel):
 
 @router.post("/{conversation_id}/replay")
 async def replay(
+    request: Request,
     conversation: VisibleConversation,
     operator: OperatorDep,
     body: Annotated[ReplayRequest | None, Body()] = None,
@@ -36,7 +38,7 @@ async def replay(
     Each turn shows the recorded and today's intent, route, guardrail verdict and reply,
     and which of them differ.
     """
-    require_role(operator, "admin", "supervisor")
+    await require_role(request, operator, "admin", "supervisor")
     try:
         if body is not None and body.from_checkpoint:
             cp = await checkpoints.checkpoint(conversation.thread_id, body.from_checkpoint)
@@ -52,10 +54,10 @@ async def replay(
 
 @router.post("/{conversation_id}/checkpoints/{checkpoint_id}/fork", status_code=201)
 async def fork(
-    conversation: VisibleConversation, checkpoint_id: str, operator: OperatorDep
+    request: Request, conversation: VisibleConversation, checkpoint_id: str, operator: OperatorDep
 ) -> dict[str, str]:
     """Copy one checkpoint of the conversation's thread into a new scratch thread."""
-    require_role(operator, "admin", "supervisor")
+    await require_role(request, operator, "admin", "supervisor")
     try:
         return await checkpoints.fork(conversation.id, checkpoint_id)
     except runner.ReplayError as exc:

@@ -57,7 +57,7 @@ def only(request: Request, allowed: tuple[str, ...]) -> None:
 
 def scope_of(operator: Operator) -> frozenset[str] | None:
     """The teams a caller's reports cover (None: all, for admins)."""
-    return None if operator.role == "admin" else operator.teams
+    return operator.scope
 
 
 @dataclass(frozen=True, slots=True)

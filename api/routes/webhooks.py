@@ -2,7 +2,10 @@
 
 The POST verifies the signature over the raw body, stores it with its messages and
 statuses in one transaction, queues the conversations' turns, and answers 200.
-No model call and no outbound HTTP happen here.
+No model call and no outbound HTTP happen here. A signed body is never refused: text
+PostgreSQL cannot hold is repaired (`traza.ingest.payload.decode`), and a body that is
+not JSON, not Meta's shape or not storable is kept raw, flagged with why, and answered
+200 — only a database that cannot be reached leaves it unacknowledged, for Meta to retry.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.exc import DataError
 
 from api import metrics
 from api.deps import SettingsDep
 from traza.ingest import signature
 from traza.ingest.payload import MalformedBody, PayloadError, decode, parse
-from traza.ingest.store import ingest
+from traza.ingest.store import ingest, store_flagged
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -67,25 +71,26 @@ async def receive(request: Request, settings: SettingsDep) -> dict[str, Any]:
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or invalid X-Hub-Signature-256",
         )
+    # From here on the body is Meta's (or signed with our secret): it is acknowledged
+    # once stored, never refused, or Meta would redeliver it for days.
     try:
         parsed = parse(decode(body))
     except MalformedBody as exc:
-        metrics.WEBHOOK_REQUESTS.labels("malformed").inc()
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, detail=f"body is not valid JSON: {exc}"
-        ) from None
+        return await _flagged(body, header, "malformed", f"body is not valid JSON: {exc}")
     except PayloadError as exc:
-        metrics.WEBHOOK_REQUESTS.labels("not_whatsapp").inc()
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a WhatsApp payload: {exc}"
-        ) from None
+        return await _flagged(body, header, "not_whatsapp", f"not a WhatsApp payload: {exc}")
     # Messages and their turn jobs commit together (one statement on the hot path).
-    result = await ingest(
-        body=body,
-        signature=header,
-        parsed=parsed,
-        coalesce_seconds=settings.traza_coalesce_seconds,
-    )
+    try:
+        result = await ingest(
+            body=body,
+            signature=header,
+            parsed=parsed,
+            coalesce_seconds=settings.traza_coalesce_seconds,
+        )
+    except (DataError, UnicodeError) as exc:
+        # The same body would fail at every redelivery. Any other error (the database
+        # unreachable or busy) leaves it unstored and unacknowledged, for Meta to retry.
+        return await _flagged(body, header, "refused", _refused(exc))
     metrics.MESSAGES_IN.inc(result.new_messages)
     metrics.DUPLICATES.inc(result.duplicate_messages)
     metrics.STATUSES.inc(result.new_statuses)
@@ -97,6 +102,25 @@ async def receive(request: Request, settings: SettingsDep) -> dict[str, Any]:
         "duplicates": result.duplicate_messages,
         "statuses": result.new_statuses,
     }
+
+
+async def _flagged(body: bytes, header: str | None, outcome: str, problem: str) -> dict[str, Any]:
+    """Store a signed body that cannot be ingested, flagged with why, and acknowledge it."""
+    event_id = await store_flagged(body=body, signature=header, problem=problem)
+    metrics.WEBHOOK_REQUESTS.labels(outcome).inc()
+    log.warning("webhook event %s stored but not ingested (%s)", event_id, outcome)
+    return {"event_id": event_id, "messages": 0, "duplicates": 0, "statuses": 0, "flagged": problem}
+
+
+def _refused(exc: Exception) -> str:
+    """Why the database refused the body's content, without its values (personal data).
+
+    A data exception (SQLSTATE class 22) or text the driver cannot encode.
+    """
+    if isinstance(exc, DataError):
+        state = getattr(exc.orig, "sqlstate", None) or "client-side"
+        return f"not ingested: the database refused its content (SQLSTATE {state})"
+    return f"not ingested: text the database cannot hold ({type(exc).__name__})"
 
 
 def _too_large() -> HTTPException:

@@ -67,6 +67,8 @@ async def run_turn(conversation_id: int) -> str:
             return "no such conversation"
         pending = [r for r in rows if r.id is not None]
         if not pending:
+            # A run that lost the database after its turn committed left the reply queued.
+            await deliver_now(conversation_id, {conversation_id})
             return "nothing to do"
         owner, thread_id = rows[0].owner, rows[0].thread_id
         if owner == "human":

@@ -63,6 +63,9 @@ def get_engine() -> AsyncEngine:
             max_overflow=2 * settings.traza_worker_concurrency,
             pool_pre_ping=False,
             connect_args={"prepare_threshold": settings.prepare_threshold()},
+            # Errors and logs never echo a statement's parameters: they carry wa_ids,
+            # names, message texts and notes (psycopg's own errors never include them).
+            hide_parameters=True,
         )
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
     return _engine
@@ -135,6 +138,18 @@ async def run(
 ) -> psycopg.AsyncCursor[Any]:
     """Execute a SQLAlchemy `text()` statement on a `direct()` connection."""
     return await conn.execute(_psycopg_sql(statement), params)
+
+
+async def drop_dead_connections() -> None:
+    """After a database outage: close the idle connections the server dropped.
+
+    The `direct()` pool checks each idle connection (dead ones are replaced); the
+    engine's pool is replaced, so no session gets a connection of the old server.
+    """
+    if _direct_pool is not None and _direct_ready is not None and _direct_ready.done():
+        await _direct_pool.check()
+    if _engine is not None:
+        await _engine.dispose()
 
 
 async def dispose_engine() -> None:

@@ -23,4 +23,6 @@ async def advisory_lock(namespace: int, key: int) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            await run(conn, UNLOCK, {"ns": namespace, "k": key})
+            # A lock held by a connection the server dropped went with it.
+            if not conn.closed:
+                await run(conn, UNLOCK, {"ns": namespace, "k": key})

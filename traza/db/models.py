@@ -129,6 +129,8 @@ class WebhookEvent(Base):
     signature: Mapped[str | None] = mapped_column(String(100))
     messages: Mapped[int] = mapped_column(Integer, server_default="0")
     statuses: Mapped[int] = mapped_column(Integer, server_default="0")
+    problem: Mapped[str | None] = mapped_column(Text)
+    """Why a signed body was stored but not ingested (not JSON, not Meta's shape…)."""
 
 
 class Message(Base):
@@ -299,11 +301,17 @@ class Team(Base):
 
 
 class Agent(Base):
-    """A person who answers conversations (or supervises, or administers)."""
+    """A person who answers conversations (or supervises, or administers), or a system.
+
+    Role `integration` is a system such as the ATS: its keys may only post recruiting
+    events for its teams; it never answers conversations.
+    """
 
     __tablename__ = "agents"
     __table_args__ = (
-        CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role_kind"),
+        CheckConstraint(
+            "role IN ('agent', 'supervisor', 'admin', 'integration')", name="role_kind"
+        ),
         CheckConstraint("status IN ('online', 'away', 'offline')", name="status_kind"),
         CheckConstraint("capacity >= 0", name="capacity_positive"),
     )
@@ -343,6 +351,34 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None]
+
+
+class DashboardSession(Base):
+    """A browser signed in to the dashboard: the cookie holds a random id, only its hash is here.
+
+    Bound to the key that opened it: an agent's key (`api_key_id`), or the bootstrap
+    admin key (`admin_mac`, an HMAC of that key under the session id, so the key cannot
+    be recovered from this table). Ends at logout, when the key is revoked or the agent
+    disabled (`ended_at`, `ended_reason`), after `TRAZA_SESSION_IDLE_MINUTES` without a
+    request (`last_seen_at`), and at `expires_at` whatever happens.
+    """
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (
+        CheckConstraint("(api_key_id IS NULL) <> (admin_mac IS NULL)", name="one_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    admin_mac: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Note(Base):
@@ -446,6 +482,8 @@ class Candidate(Base):
     consent_source: Mapped[str | None] = mapped_column(String(200))
     consent_at: Mapped[datetime | None]
     profile: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    team: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The team whose integration key wrote the candidate first: only it may change them."""
     last_reply_at: Mapped[datetime | None]
     paused_at: Mapped[datetime | None]
     """Set after the agent's unanswered-attempt limit; cleared when the candidate writes."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,12 +52,25 @@ class StatusUpdate:
     callback_data: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """A WhatsApp call event (`field: calls`): connect, terminate or a status."""
+
+    call_id: str | None
+    phone_number_id: str
+    wa_id: str | None
+    event: str | None
+    direction: str | None
+    status: str | None
+
+
 @dataclass(slots=True)
 class ParsedPayload:
     """Everything one webhook POST carried."""
 
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
+    calls: list[CallEvent] = field(default_factory=list)
     ignored_changes: int = 0
 
 
@@ -76,32 +90,91 @@ MAX_CALLBACK = 512
 MAX_PROFILE_NAME = 200
 _INT32 = 2**31 - 1
 
-# Types whose arrival is recorded but does not start a bot turn.
-SILENT_TYPES = frozenset({"reaction", "system", "ephemeral", "request_welcome"})
+# Types whose arrival is recorded but does not start a bot turn: a reaction, a sticker, a
+# deleted message, an answer to a call-permission request, a system change (number or
+# identity). `traza.ingest.effects` records what each changes.
+SILENT_TYPES = frozenset(
+    {
+        "reaction",
+        "system",
+        "ephemeral",
+        "request_welcome",
+        "sticker",
+        "revoke",
+        "call_permission",
+    }
+)
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+# Interactive replies that are not a button or list answer, by their own type name.
+INTERACTIVE_KINDS = {"nfm_reply": "flow", "call_permission_reply": "call_permission"}
 
 
 def decode(body: bytes) -> Any:
-    """Decode a webhook body as strict JSON, raising `MalformedBody` if it is not.
+    """Decode a webhook body as JSON, raising `MalformedBody` if it is not JSON at all.
 
     NaN, Infinity and numbers no float holds are refused, as is nesting deeper than
-    `MAX_DEPTH`. U+0000, which PostgreSQL text and jsonb cannot hold, becomes U+FFFD
-    (the raw body is stored byte for byte elsewhere).
+    `MAX_DEPTH`. Text PostgreSQL cannot hold is repaired rather than refused (the raw
+    body is stored byte for byte elsewhere, for audit): bytes that are not UTF-8 and lone
+    UTF-16 surrogates (U+D800 to U+DFFF, escaped in the JSON or as raw bytes) become
+    U+FFFD; a pair spelled as two raw halves becomes the character it encodes; U+0000 is
+    removed; other control characters inside strings are accepted.
     """
+    text, repaired = _utf8_text(body)
     try:
-        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(
+            text, strict=False, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except RecursionError:
         raise MalformedBody(f"nested deeper than {MAX_DEPTH} levels") from None
-    except UnicodeDecodeError:
-        raise MalformedBody("not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise MalformedBody(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except ValueError as exc:  # integers too long to convert, NaN/Infinity, 1e999
         raise MalformedBody(str(exc)) from None
     if _deeper_than(value, MAX_DEPTH):
         raise MalformedBody(f"nested deeper than {MAX_DEPTH} levels")
-    if b"\\u0000" in body:
-        value = _without_nul(value)
+    if repaired or _NEEDS_CLEANING.search(body):
+        value = sanitise(value)
+    return value
+
+
+# What can put text PostgreSQL refuses into a decoded body that was valid UTF-8: escaped
+# NULs and surrogates (a false positive, such as an escaped backslash before `u0000`,
+# only costs a walk over the value), and raw NULs inside strings.
+_NEEDS_CLEANING = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00")
+
+
+def _utf8_text(body: bytes) -> tuple[str, bool]:
+    """The body as text, and whether bytes had to be repaired to get it."""
+    try:
+        return body.decode("utf-8").removeprefix("\ufeff"), False
+    except UnicodeDecodeError:
+        pass
+    try:  # surrogates encoded as UTF-8 (CESU-8, WTF-8): `clean_text` pairs or replaces them
+        return body.decode("utf-8", "surrogatepass").removeprefix("\ufeff"), True
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "replace").removeprefix("\ufeff"), True
+
+
+def clean_text(text: str) -> str:
+    """`text` as PostgreSQL can store it: lone surrogates become U+FFFD, NULs go."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16, two halves of a pair join and a lone half is replaced.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def sanitise(value: Any) -> Any:
+    """`value` with `clean_text` applied to every string and key (depth already bounded)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [sanitise(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): sanitise(v) for k, v in value.items()}
     return value
 
 
@@ -130,17 +203,6 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def _without_nul(value: Any) -> Any:
-    """`value` with U+0000 replaced in every string and key (depth is already bounded)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    return value
-
-
 def parse(payload: Any) -> ParsedPayload:
     """Parse a decoded webhook body, raising `PayloadError` if it is not Meta's shape."""
     if not isinstance(payload, dict):
@@ -163,6 +225,9 @@ def parse(payload: Any) -> ParsedPayload:
 def _parse_change(change: Any, waba_id: str | None, parsed: ParsedPayload) -> None:
     if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
         raise PayloadError("each change must be an object with a 'value' object")
+    if change.get("field", "messages") == "calls":
+        _parse_calls(change["value"], parsed)
+        return
     if change.get("field", "messages") != "messages":
         parsed.ignored_changes += 1  # template/account updates: stored raw, not processed
         return
@@ -184,6 +249,39 @@ def _parse_change(change: Any, waba_id: str | None, parsed: ParsedPayload) -> No
         parsed.messages.append(_message(raw, phone_number_id, display, waba_id, profiles))
     for raw in _list(value.get("statuses"), "statuses"):
         parsed.statuses.append(_status(raw))
+
+
+def _parse_calls(value: dict[str, Any], parsed: ParsedPayload) -> None:
+    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    phone_number_id = str(metadata.get("phone_number_id") or "")[:MAX_PHONE_NUMBER_ID]
+    profiles = _profiles(value.get("contacts"))
+    for raw in _list(value.get("calls"), "calls"):
+        direction = _str(raw.get("direction"))
+        user = raw.get("to") if direction == "BUSINESS_INITIATED" else raw.get("from")
+        wa_id = _identifier(user, "calls[].from", MAX_WA_ID)
+        if wa_id is None and len(profiles) == 1:
+            wa_id = next(iter(profiles.values())).get("wa_id")
+        parsed.calls.append(
+            CallEvent(
+                call_id=_str(raw.get("id")),
+                phone_number_id=phone_number_id,
+                wa_id=wa_id,
+                event=_str(raw.get("event")),
+                direction=direction,
+                status=_str(raw.get("status")),
+            )
+        )
+    for raw in _list(value.get("statuses"), "statuses"):  # call statuses ride along
+        parsed.calls.append(
+            CallEvent(
+                call_id=_str(raw.get("id")),
+                phone_number_id=phone_number_id,
+                wa_id=_identifier(raw.get("recipient_id"), "statuses[].recipient_id", MAX_WA_ID),
+                event="status",
+                direction=None,
+                status=_str(raw.get("status")),
+            )
+        )
 
 
 def _list(value: Any, name: str) -> list[dict[str, Any]]:
@@ -249,6 +347,9 @@ def _message(
     wa_id = from_wa_id or profile.get("wa_id")
     bsuid = from_bsuid or profile.get("bsuid")
     msg_type = _identifier(raw.get("type"), "messages[].type", MAX_TYPE) or "unknown"
+    interactive = raw.get("interactive")
+    if msg_type == "interactive" and isinstance(interactive, dict):
+        msg_type = INTERACTIVE_KINDS.get(str(interactive.get("type")), msg_type)
     text, content = _content(msg_type, raw)
     if raw.get("context"):
         content["context"] = raw["context"]
@@ -273,6 +374,24 @@ def _content(msg_type: str, raw: dict[str, Any]) -> tuple[str | None, dict[str, 
     data: dict[str, Any] = dict(body) if isinstance(body, dict) else {}
     if msg_type == "text":
         return _str(data.get("body")), data
+    if msg_type in ("flow", "call_permission"):
+        body = raw.get("interactive") or {}
+        reply = body.get(body.get("type")) if isinstance(body, dict) else None
+        data = dict(reply) if isinstance(reply, dict) else {}
+        if msg_type == "flow":
+            data["response"] = _flow_response(data.get("response_json"))
+        return None, data
+    if msg_type == "edit":
+        inner = data.get("message") if isinstance(data.get("message"), dict) else {}
+        inner_type = str(inner.get("type") or "text")
+        inner_text, inner_data = _content(inner_type, inner)
+        return inner_text, {
+            "original_message_id": data.get("original_message_id"),
+            "edited_type": inner_type,
+            "message": inner_data,
+        }
+    if msg_type == "revoke":
+        return None, {"original_message_id": data.get("original_message_id")}
     if msg_type == "interactive":
         kind = data.get("type")
         reply = data.get(kind) if isinstance(kind, str) else None
@@ -284,8 +403,8 @@ def _content(msg_type: str, raw: dict[str, Any]) -> tuple[str | None, dict[str, 
         return _str(data.get("text") or data.get("payload")), data
     if msg_type in MEDIA_TYPES:
         return _str(data.get("caption")), data
-    if msg_type == "location":
-        return _str(data.get("name") or data.get("address")), data
+    if msg_type == "location":  # coordinates, not words the classifier should read
+        return None, data
     if msg_type == "contacts":
         return None, {"contacts": raw.get("contacts", [])}
     if msg_type == "reaction":
@@ -298,6 +417,17 @@ def _content(msg_type: str, raw: dict[str, Any]) -> tuple[str | None, dict[str, 
     if raw.get("errors"):
         data["errors"] = raw["errors"]
     return None, data
+
+
+def _flow_response(value: Any) -> dict[str, Any]:
+    """A WhatsApp Flow's answers (`response_json` is JSON text inside the JSON)."""
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else {}
+    except (ValueError, RecursionError):
+        return {"unparsed": str(value)[:2000]}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 def _str(value: Any) -> str | None:

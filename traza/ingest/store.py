@@ -17,7 +17,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza import trace
-from traza.ingest.payload import SILENT_TYPES, InboundMessage, ParsedPayload, StatusUpdate
+from traza.ingest import effects
+from traza.ingest.payload import (
+    SILENT_TYPES,
+    InboundMessage,
+    ParsedPayload,
+    StatusUpdate,
+    clean_text,
+)
 from traza.jobs.queues import PROCESS_CONVERSATION, TURN_QUEUE, conversation_lock
 
 # Order in which statuses may replace each other; `failed` is terminal.
@@ -234,6 +241,7 @@ async def ingest(
         and one.wa_id
         and not one.bsuid
         and one.phone_number_id in _inbox_cache
+        and one.type not in effects.EFFECT_TYPES
     ):
         async with autocommit() as conn:
             return await _store_one(conn, body, signature, one, coalesce_seconds)
@@ -330,7 +338,31 @@ async def store_webhook(
         )
     for status in sorted(parsed.statuses, key=_status_order):
         await _store_status(conn, status, result)
+    for call in parsed.calls:
+        await effects.record_call(conn, call)
     return result
+
+
+async def store_flagged(*, body: bytes, signature: str | None, problem: str) -> int:
+    """Keep a signed body that cannot be ingested, with why; return its `webhook_events` id.
+
+    Meta redelivers anything not acknowledged for days, so a body it signed is never
+    refused: it is kept raw with its `problem` (for an operator to inspect or re-ingest)
+    and acknowledged, and no message or status comes of it.
+    """
+    from traza.db.engine import autocommit
+
+    async with autocommit() as conn:
+        event_id: int = (
+            await conn.execute(
+                text(
+                    "INSERT INTO webhook_events (body, signature, messages, statuses, problem) "
+                    "VALUES (:body, :sig, 0, 0, :problem) RETURNING id"
+                ),
+                {"body": body, "sig": signature, "problem": clean_text(problem)[:2000]},
+            )
+        ).scalar_one()
+    return event_id
 
 
 def _status_order(status: StatusUpdate) -> tuple[str, int, str]:
@@ -442,6 +474,8 @@ async def _store_message(
         result.duplicate_messages += 1
         return
     result.new_messages += 1
+    if message.type in effects.EFFECT_TYPES:
+        await effects.apply(conn, message, conversation_id)
     if not silent:
         result.conversations_to_run.add(conversation_id)
 

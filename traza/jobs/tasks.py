@@ -17,7 +17,8 @@ from procrastinate.jobs import Status
 from sqlalchemy import text
 
 from graphs.conversation.tracing import current_scope
-from traza.db.engine import session_scope
+from traza import metrics
+from traza.db.engine import autocommit, session_scope
 from traza.ingest.store import repair_statuses
 from traza.jobs.app import app, ensure_open
 from traza.jobs.queues import PROCESS_CONVERSATION, SEND_QUEUE, TURN_QUEUE, conversation_lock
@@ -98,11 +99,16 @@ async def schedule_delivery(conversation_id: int, *, delay: float = 0) -> None:
 @app.periodic(cron="* * * * *", periodic_id="sweep")
 @app.task(name="sweep", queue=TURN_QUEUE, queueing_lock="sweep", pass_context=True)
 async def sweep(context: JobContext, timestamp: int) -> None:
-    """Safety net: retry jobs of dead workers, and requeue work no job is carrying."""
+    """Safety net: retry jobs of dead workers, and requeue work no job is carrying.
+
+    Also folds the counters appended since the last sweep into their totals.
+    """
     await recover(stalled_after=get_settings().traza_stalled_seconds)
     from traza.jobs.operations import recover_operations
 
     await recover_operations()
+    async with autocommit() as conn:
+        await metrics.compact(conn)
 
 
 async def recover(*, stalled_after: float) -> dict[str, int]:

@@ -8,7 +8,7 @@ from traza.db.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or sqlalchemy_url()
-engine = create_engine(url, poolclass=pool.NullPool)
+engine = create_engine(url, poolclass=pool.NullPool, hide_parameters=True)
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata)
     with context.begin_transaction():

@@ -1,7 +1,12 @@
-"""Agents, teams and API keys.
+"""Agents, teams, API keys and the dashboard sessions keys open.
 
 Keys look like `trz_<prefix>_<secret>`; only a SHA-256 of the whole key is stored (keys
 are 192-bit random, so a slow password hash adds nothing) and the key is shown once.
+
+A dashboard session is a random 256-bit id (the browser's cookie), stored as its
+SHA-256 and bound to the key that opened it. It ends at logout, when that key is revoked
+or its agent disabled, after an idle time and at an absolute expiry; it is never a key
+itself, so a copied cookie is no use on the API.
 """
 
 from __future__ import annotations
@@ -10,14 +15,16 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from traza.db.models import Agent, AgentTeam, ApiKey, Team
+from traza.db.models import Agent, AgentTeam, ApiKey, DashboardSession, Team
 
-ROLES = ("agent", "supervisor", "admin")
+ROLES = ("agent", "supervisor", "admin", "integration")
+INTEGRATION = "integration"
+"""A system's key (the ATS): it may only post recruiting events, for its own teams."""
 STATUSES = ("online", "away", "offline")
 
 
@@ -37,6 +44,16 @@ class Operator:
     def sees_team(self, team: str | None) -> bool:
         """Whether this operator may see and act on a conversation of `team`."""
         return self.role == "admin" or (team is not None and team in self.teams)
+
+    @property
+    def is_integration(self) -> bool:
+        """A system's key, good for `POST /recruiting/events` only."""
+        return self.role == INTEGRATION
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """The teams whose data the caller sees or writes (None: all, for admins)."""
+        return None if self.role == "admin" else self.teams
 
 
 def hash_key(key: str) -> str:
@@ -118,6 +135,10 @@ async def create_agent(
         raise OperationsError(f"role must be one of {', '.join(ROLES)}")
     if capacity < 0:
         raise OperationsError("capacity cannot be negative")
+    if role == INTEGRATION:
+        if not teams:
+            raise OperationsError("an integration needs the team(s) it writes for (--team)")
+        capacity = 0  # a system never takes handoffs
     if await session.scalar(select(Agent.id).where(Agent.name == name)):
         raise OperationsError(f"agent '{name}' already exists")
     ids = await team_ids(session, teams)
@@ -168,4 +189,138 @@ async def revoke_key(session: AsyncSession, prefix: str) -> bool:
     if key is None:
         return False
     key.revoked_at = datetime.now(UTC)
+    await end_sessions(session, api_key_id=key.id, reason="key_revoked")
     return True
+
+
+async def set_disabled(session: AsyncSession, agent: Agent, disabled: bool) -> None:
+    """Disable (ending their dashboard sessions) or re-enable an agent."""
+    if not disabled:
+        agent.disabled_at = None
+        return
+    if agent.disabled_at is None:
+        agent.disabled_at = datetime.now(UTC)
+    await end_sessions(session, agent_id=agent.id, reason="agent_disabled")
+
+
+# --- dashboard sessions --------------------------------------------------------------------
+
+ADMIN = Operator(name="admin", role="admin", teams=frozenset())
+"""Who the bootstrap `TRAZA_ADMIN_KEY` is."""
+
+
+def is_admin_key(key: str, admin_key: str | None) -> bool:
+    """Whether `key` is the bootstrap admin key (constant-time)."""
+    return bool(admin_key) and hmac.compare_digest(key.encode(), (admin_key or "").encode())
+
+
+def _admin_mac(token: str, admin_key: str) -> str:
+    """Binds a session to the admin key without storing anything the key can be read from."""
+    return hmac.new(token.encode(), f"traza-session:{admin_key}".encode(), "sha256").hexdigest()
+
+
+async def open_session(
+    session: AsyncSession, key: str, *, admin_key: str | None, lifetime: timedelta
+) -> str | None:
+    """A new dashboard session for `key` (its id, for the cookie), or None for a bad key."""
+    key = key.strip()
+    token = secrets.token_urlsafe(32)
+    row = DashboardSession(
+        token_hash=hash_key(token),
+        expires_at=datetime.now(UTC) + lifetime,
+    )
+    if is_admin_key(key, admin_key):
+        assert admin_key is not None
+        row.admin_mac = _admin_mac(token, admin_key)
+    elif (caller := await authenticate(session, key)) is not None and not caller.is_integration:
+        # (an integration's key is a system's: it has no dashboard)
+        row.api_key_id = await session.scalar(
+            select(ApiKey.id).where(ApiKey.prefix == key.split("_")[1])
+        )
+    else:
+        return None
+    session.add(row)
+    await session.flush()
+    return token
+
+
+SESSION_SQL = text(
+    """
+    SELECT s.id, s.admin_mac, s.last_seen_at < now() - interval '30 seconds' AS stale,
+           a.id AS agent_id, a.name, a.role,
+           coalesce(array_agg(t.name) FILTER (WHERE t.name IS NOT NULL), '{}') AS teams
+      FROM dashboard_sessions s
+      LEFT JOIN api_keys k ON k.id = s.api_key_id AND k.revoked_at IS NULL
+      LEFT JOIN agents a ON a.id = k.agent_id AND a.disabled_at IS NULL
+      LEFT JOIN agent_teams at ON at.agent_id = a.id
+      LEFT JOIN teams t ON t.id = at.team_id
+     WHERE s.token_hash = :token_hash AND s.ended_at IS NULL AND s.expires_at > now()
+       AND s.last_seen_at > now() - make_interval(secs => :idle)
+     GROUP BY s.id, a.id
+    """
+)
+
+
+async def session_operator(
+    session: AsyncSession, token: str, *, admin_key: str | None, idle: timedelta
+) -> Operator | None:
+    """Who a live session belongs to (and it counts as activity), or None.
+
+    None when the id is unknown, ended, idle for longer than `idle`, past its expiry, or
+    its key no longer authenticates (revoked, agent disabled, admin key changed).
+    """
+    if not token:
+        return None
+    params = {"token_hash": hash_key(token), "idle": idle.total_seconds()}
+    row = (await session.execute(SESSION_SQL, params)).first()
+    if row is None:
+        return None
+    if row.admin_mac is not None:
+        if not admin_key or not hmac.compare_digest(row.admin_mac, _admin_mac(token, admin_key)):
+            return None
+        operator = ADMIN
+    elif row.agent_id is None:
+        return None
+    else:
+        operator = Operator(
+            name=row.name, role=row.role, teams=frozenset(row.teams), agent_id=row.agent_id
+        )
+    if row.stale:  # one write a half-minute at most, however busy the page
+        await session.execute(
+            update(DashboardSession)
+            .where(DashboardSession.id == row.id)
+            .values(last_seen_at=text("now()"))
+        )
+    return operator
+
+
+async def end_session(session: AsyncSession, token: str, *, reason: str = "logout") -> None:
+    """End the session with this id (logout)."""
+    await session.execute(
+        update(DashboardSession)
+        .where(DashboardSession.token_hash == hash_key(token), DashboardSession.ended_at.is_(None))
+        .values(ended_at=text("now()"), ended_reason=reason)
+    )
+
+
+async def end_sessions(
+    session: AsyncSession,
+    *,
+    api_key_id: int | None = None,
+    agent_id: int | None = None,
+    reason: str,
+) -> int:
+    """End every live session opened by one key, or by any key of one agent."""
+    query = update(DashboardSession).where(DashboardSession.ended_at.is_(None))
+    if api_key_id is not None:
+        query = query.where(DashboardSession.api_key_id == api_key_id)
+    elif agent_id is not None:
+        keys = select(ApiKey.id).where(ApiKey.agent_id == agent_id)
+        query = query.where(DashboardSession.api_key_id.in_(keys))
+    else:
+        raise ValueError("end_sessions needs a key or an agent")
+    result = await session.execute(
+        query.values(ended_at=text("now()"), ended_reason=reason),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

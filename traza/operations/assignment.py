@@ -29,6 +29,7 @@ PICK_SQL = text(
           SELECT count(*) AS n FROM handoffs h
            WHERE h.assigned_agent = a.name AND h.status IN ('assigned', 'accepted')) load
      WHERE t.name = :team AND a.status = 'online' AND a.disabled_at IS NULL
+       AND a.role <> 'integration'  -- a system's key never takes handoffs
        AND load.n < a.capacity AND NOT (a.name = ANY(CAST(:exclude AS text[])))
        AND (CAST(:role AS text) IS NULL OR a.role = CAST(:role AS text))
      ORDER BY (a.name = CAST(:prefer AS text)) IS TRUE DESC, a.last_assigned_at NULLS FIRST, a.id

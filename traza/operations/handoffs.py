@@ -215,7 +215,12 @@ async def is_member(session: AsyncSession, agent: str, team: str) -> bool:
         select(Agent.id)
         .join(AgentTeam, AgentTeam.agent_id == Agent.id)
         .join(Team, Team.id == AgentTeam.team_id)
-        .where(Agent.name == agent, Team.name == team, Agent.disabled_at.is_(None))
+        .where(
+            Agent.name == agent,
+            Team.name == team,
+            Agent.disabled_at.is_(None),
+            Agent.role != "integration",  # a system's key never takes handoffs
+        )
     )
     return found is not None
 

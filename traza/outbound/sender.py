@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import trace
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
-from traza.db import locks
+from traza.db import locks, outage
 from traza.db.engine import direct, run, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Candidate, Contact, Conversation, Inbox, Message, MessageStatus
@@ -477,28 +478,32 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
     try:
         wamid = await _call(channel, item)
     except SendError as exc:
-        await _record_error(item, exc, channel.name, final_attempt=final_attempt)
+        await outage.persist(
+            partial(_record_error, item, exc, channel.name, final_attempt=final_attempt),
+            what=f"recording the failed send of message {item.message_id}",
+        )
         if exc.retryable and not final_attempt:
             raise RetryLater(str(exc)) from None
         return 0
     data = {"channel": channel.name, "wa_message_id": wamid, "by": item.actor}
     if item.channel == "email":
         data["subject"] = subject_for(item.text, item.subject)
-    async with direct() as conn:  # one statement, one round trip
-        recorded = await (
-            await run(
-                conn,
-                RECORD_SENT,
-                {
-                    "id": item.message_id,
-                    "wamid": wamid,
-                    "channel": channel.name,
-                    "data": json.dumps(data),
-                    "ms": round((time.perf_counter() - started) * 1000, 3),
-                    "actor": trace.system("sender"),
-                },
-            )
-        ).fetchone()
+    params = {
+        "id": item.message_id,
+        "wamid": wamid,
+        "channel": channel.name,
+        "data": json.dumps(data),
+        "ms": round((time.perf_counter() - started) * 1000, 3),
+        "actor": trace.system("sender"),
+    }
+
+    async def record_sent() -> Any:
+        async with direct() as conn:  # one statement, one round trip
+            return await (await run(conn, RECORD_SENT, params)).fetchone()
+
+    # The provider has the message: losing this write would make a retry send it again,
+    # so it is repeated (it is idempotent) until the database takes it.
+    recorded = await outage.persist(record_sent, what=f"recording sent message {item.message_id}")
     if recorded is None:  # the row is gone: nothing to mark (it cannot happen under the lock)
         raise LookupError(f"message {item.message_id} vanished while it was being sent")
     early_statuses = bool(recorded[0])
@@ -509,17 +514,21 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
 
 
 # The provider accepted the message: record its id and the trace event in one statement,
-# and say whether status webhooks for that id arrived before we knew it.
+# and say whether status webhooks for that id arrived before we knew it. Run twice (its
+# first answer lost with the connection), it records nothing the second time.
 RECORD_SENT = text(
     """
     WITH u AS (
       UPDATE messages SET wa_message_id = :wamid, status = 'accepted', channel = :channel,
                           error_code = NULL, error_title = NULL
-       WHERE id = :id RETURNING id, conversation_id
+       WHERE id = :id AND wa_message_id IS DISTINCT FROM :wamid
+      RETURNING id, conversation_id
+    ), t AS (
+      INSERT INTO trace_events (conversation_id, kind, actor, data, duration_ms, message_id)
+      SELECT u.conversation_id, 'message.sent', :actor, CAST(:data AS jsonb), :ms, u.id FROM u
     )
-    INSERT INTO trace_events (conversation_id, kind, actor, data, duration_ms, message_id)
-    SELECT u.conversation_id, 'message.sent', :actor, CAST(:data AS jsonb), :ms, u.id FROM u
-    RETURNING EXISTS (SELECT 1 FROM message_statuses WHERE wa_message_id = :wamid)
+    SELECT EXISTS (SELECT 1 FROM message_statuses WHERE wa_message_id = :wamid)
+      FROM messages WHERE id = :id
     """
 )
 

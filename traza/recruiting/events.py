@@ -2,6 +2,11 @@
 
 Each event is stored once per `id` (a replay is a no-op) and applied in the same
 transaction as the follow-ups it plans or cancels.
+
+Who may write: an integration's key writes for its teams. A candidate belongs to the
+team that first wrote them (`candidates.team`), or, until one has, to the teams their
+conversations went to; an event that touches a candidate of another team raises
+`OutOfScope` and changes nothing. The admin key writes for every team.
 """
 
 from __future__ import annotations
@@ -10,7 +15,14 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,10 +35,12 @@ from traza.db.models import (
     Interviewer,
     RecruitingEvent,
     StageChange,
+    Team,
     Vacancy,
 )
 from traza.recruiting import followups
 from traza.recruiting.agents import Agent, active_agents
+from traza.storable import refuse_unstorable
 
 EventType = Literal[
     "application.created",
@@ -39,8 +53,25 @@ EventType = Literal[
 ]
 
 
+def _plausible(value: datetime) -> datetime:
+    """A moment with an offset, in years where adding a follow-up's wait cannot overflow."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-03-02T10:00:00+01:00")
+    if not 1900 <= value.year <= 2999:
+        raise ValueError("must be between the years 1900 and 2999")
+    return value
+
+
+When = Annotated[datetime, AfterValidator(_plausible)]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return refuse_unstorable(data)  # NUL or a lone surrogate: a 422 naming the field
 
 
 class CandidateIn(_In):
@@ -52,9 +83,9 @@ class CandidateIn(_In):
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.\w+$")
     phone: Annotated[str, Field(pattern=r"^\+?\d{8,15}$")] | None = None
     locale: str | None = Field(default=None, min_length=2, max_length=16)
-    timezone: str | None = None
+    timezone: str | None = Field(default=None, max_length=64)
     consent_source: str | None = Field(default=None, max_length=200)
-    consent_at: datetime | None = None
+    consent_at: When | None = None
     profile: dict[str, Any] | None = None
 
     @field_validator("timezone")
@@ -75,7 +106,7 @@ class VacancyIn(_In):
 
     external_id: str = Field(min_length=1, max_length=128)
     title: str = Field(min_length=1, max_length=300)
-    location: str | None = None
+    location: str | None = Field(default=None, max_length=200)
     required_fields: list[str] = []
 
 
@@ -84,8 +115,8 @@ class InterviewerIn(_In):
 
     external_id: str = Field(min_length=1, max_length=128)
     name: str = Field(min_length=1, max_length=200)
-    email: str | None = None
-    timezone: str = "Europe/Madrid"
+    email: str | None = Field(default=None, max_length=320)
+    timezone: str = Field(default="Europe/Madrid", max_length=64)
     availability: dict[str, Any] = {}
 
 
@@ -94,24 +125,34 @@ class EventIn(_In):
 
     id: str = Field(min_length=1, max_length=200)
     type: EventType
-    occurred_at: datetime | None = None
-    agent: str | None = None
+    occurred_at: When | None = None
+    agent: str | None = Field(default=None, max_length=100)
     candidate: CandidateIn | None = None
     vacancy: VacancyIn | None = None
-    application_id: str | None = None
+    application_id: str | None = Field(default=None, min_length=1, max_length=128)
     """The ATS's id of the application (`external_id`)."""
     stage: str | None = Field(default=None, min_length=1, max_length=64)
-    changed_by: str | None = None
-    interview_id: str | None = None
+    changed_by: str | None = Field(default=None, max_length=200)
+    interview_id: str | None = Field(default=None, min_length=1, max_length=128)
     interviewer: InterviewerIn | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-    location: str | None = None
-    video_link: str | None = None
+    starts_at: When | None = None
+    ends_at: When | None = None
+    location: str | None = Field(default=None, max_length=300)
+    video_link: str | None = Field(default=None, max_length=500)
+    team: str | None = Field(default=None, min_length=1, max_length=64)
+    """The team the candidate belongs to (needed from a key that writes for several)."""
 
 
 class EventError(ValueError):
     """An event that names something that does not exist, or lacks a needed field."""
+
+
+class OutOfScope(PermissionError):
+    """An event that would write a candidate of a team the caller does not write for."""
+
+    def __init__(self, reason: str, conversation_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.conversation_id = conversation_id
 
 
 def _need(value: Any, what: str) -> Any:
@@ -123,7 +164,10 @@ def _need(value: Any, what: str) -> Any:
 async def upsert_candidate(session: AsyncSession, data: CandidateIn) -> Candidate:
     """Create or update a candidate (by external id) and link their WhatsApp contact."""
     values = data.model_dump(exclude_unset=True, exclude={"external_id", "profile"})
-    if "wa_id" in values:
+    for required in ("name", "locale", "timezone"):  # never empty: null leaves them as they are
+        if required in values and values[required] is None:
+            del values[required]
+    if values.get("wa_id"):
         values["wa_id"] = values["wa_id"].lstrip("+")
     candidate = await session.scalar(
         select(Candidate).where(Candidate.external_id == data.external_id).with_for_update()
@@ -213,8 +257,15 @@ async def _application(session: AsyncSession, external_id: str | None) -> Applic
     return application
 
 
-async def apply(session: AsyncSession, event: EventIn) -> str:
-    """Store and apply one event; 'duplicate' when its id was seen before."""
+async def apply(
+    session: AsyncSession, event: EventIn, *, teams: frozenset[str] | None = None
+) -> str:
+    """Store and apply one event; 'duplicate' when its id was seen before.
+
+    `teams` are the teams the caller writes for (None: all, the admin key). An event that
+    touches another team's candidate raises `OutOfScope` before anything is written.
+    """
+    await _authorise(session, event, teams)
     stored = (
         await session.execute(
             insert(RecruitingEvent)
@@ -237,7 +288,101 @@ async def apply(session: AsyncSession, event: EventIn) -> str:
         "candidate.updated": _candidate_updated,
     }[event.type]
     await handler(session, event, at, agents)
+    await _assign_team(session, event, teams)
     return "applied"
+
+
+# --- who may write -------------------------------------------------------------------------
+
+OWNERS_SQL = text(
+    """
+    SELECT c.team FROM conversations c WHERE c.contact_id = :contact AND c.team IS NOT NULL
+    UNION
+    SELECT h.team FROM handoffs h JOIN conversations c ON c.id = h.conversation_id
+     WHERE c.contact_id = :contact AND h.team IS NOT NULL
+    """
+)
+
+
+async def owners(session: AsyncSession, candidate: Candidate) -> frozenset[str]:
+    """The teams a candidate belongs to: the one that wrote them, else their conversations'."""
+    if candidate.team:
+        return frozenset({candidate.team})
+    if candidate.contact_id is None:
+        return frozenset()
+    rows = await session.execute(OWNERS_SQL, {"contact": candidate.contact_id})
+    return frozenset(rows.scalars())
+
+
+async def _touched(session: AsyncSession, event: EventIn) -> list[Candidate]:
+    """The stored candidates the event would change (found as `upsert_candidate` finds them)."""
+    found: list[Candidate | None] = []
+    if event.candidate is not None:
+        by_id = await session.scalar(
+            select(Candidate).where(Candidate.external_id == event.candidate.external_id)
+        )
+        if by_id is None and event.candidate.wa_id:
+            by_id = await session.scalar(
+                select(Candidate).where(Candidate.wa_id == event.candidate.wa_id.lstrip("+"))
+            )
+        found.append(by_id)
+    if event.application_id is not None:
+        found.append(
+            await session.scalar(
+                select(Candidate)
+                .join(Application, Application.candidate_id == Candidate.id)
+                .where(Application.external_id == event.application_id)
+            )
+        )
+    if event.interview_id is not None:
+        found.append(
+            await session.scalar(
+                select(Candidate)
+                .join(Application, Application.candidate_id == Candidate.id)
+                .join(Interview, Interview.application_id == Application.id)
+                .where(Interview.external_id == event.interview_id)
+            )
+        )
+    unique = {c.id: c for c in found if c is not None}
+    return list(unique.values())
+
+
+async def _authorise(session: AsyncSession, event: EventIn, teams: frozenset[str] | None) -> None:
+    """`OutOfScope` unless every candidate the event touches is the caller's to write."""
+    if event.team is not None and not await session.scalar(
+        select(Team.id).where(Team.name == event.team)
+    ):
+        raise EventError(f"unknown team '{event.team}'")
+    if teams is None:
+        return
+    if not teams:
+        raise OutOfScope("this key writes for no team")
+    if event.team is not None and event.team not in teams:
+        raise OutOfScope(f"team '{event.team}' is not one this key writes for")
+    for candidate in await _touched(session, event):
+        owned = await owners(session, candidate)
+        if owned and not owned & teams:
+            raise OutOfScope(
+                f"candidate '{candidate.external_id or candidate.id}' belongs to team "
+                f"{', '.join(sorted(owned))}, not to one this key writes for",
+                await followups.conversation_of(session, candidate.id),
+            )
+
+
+async def _assign_team(session: AsyncSession, event: EventIn, teams: frozenset[str] | None) -> None:
+    """Give the event's candidates their team: the one named, else the writer's own."""
+    for candidate in await _touched(session, event):
+        if event.team is not None:
+            candidate.team = event.team
+        elif candidate.team is None and teams is not None:
+            mine = sorted(teams & await owners(session, candidate)) or sorted(teams)
+            if len(mine) > 1:
+                raise EventError(
+                    f"this key writes for teams {', '.join(mine)}: "
+                    "name the candidate's team in 'team'"
+                )
+            candidate.team = mine[0]
+    await session.flush()
 
 
 async def _created(

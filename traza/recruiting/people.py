@@ -7,6 +7,10 @@ check costs one statement however large the talent pool is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -47,6 +51,40 @@ def _phones(reply: str) -> list[str]:
     return sorted(keys)
 
 
+@dataclass(frozen=True)
+class Own:
+    """The conversation's own person as a turn saw them (contact and candidate data)."""
+
+    names: frozenset[str]
+    phones: frozenset[str]
+    emails: frozenset[str]
+
+
+_recorded_own: ContextVar[Own | None] = ContextVar("traza_recorded_own", default=None)
+
+
+@contextmanager
+def as_recorded(
+    *, contact_name: str | None, contact_wa_id: str | None, candidate: dict[str, Any] | None
+) -> Iterator[None]:
+    """Inside this block the conversation's own data is this snapshot, not today's rows.
+
+    A replay feeds each turn what the turn saw: a candidate renamed since must not make
+    the recorded reply look like it names somebody else.
+    """
+    candidate = candidate or {}
+    own = Own(
+        names=frozenset(n for n in (contact_name, candidate.get("name")) if n),
+        phones=frozenset(p for p in (contact_wa_id, candidate.get("phone")) if p),
+        emails=frozenset(e for e in (candidate.get("email"),) if e),
+    )
+    token = _recorded_own.set(own)
+    try:
+        yield
+    finally:
+        _recorded_own.reset(token)
+
+
 async def people_for_reply(conversation_id: int, reply: str) -> People:
     """The candidate's own data and the other people the reply might name."""
     names = sorted({n.lower() for n in capitalised_names(reply)} | set())
@@ -59,16 +97,18 @@ async def people_for_reply(conversation_id: int, reply: str) -> People:
     }
     async with autocommit() as conn:
         rows = (await conn.execute(PEOPLE_SQL, params)).all()
-    own = [r for r in rows if r.whose == "own"]
+    own = _recorded_own.get() or Own(
+        names=frozenset(r.name for r in rows if r.whose == "own" and r.name),
+        phones=frozenset(r.phone for r in rows if r.whose == "own" and r.phone),
+        emails=frozenset(r.email for r in rows if r.whose == "own" and r.email),
+    )
     other = [r for r in rows if r.whose == "other"]
     return People(
-        own_names=frozenset(r.name for r in own if r.name),
-        own_phones=frozenset(r.phone for r in own if r.phone),
-        own_emails=frozenset(r.email for r in own if r.email),
+        own_names=own.names,
+        own_phones=own.phones,
+        own_emails=own.emails,
         other_names=frozenset(
-            r.name
-            for r in other
-            if r.name and plain(r.name) not in {plain(o.name) for o in own if o.name}
+            r.name for r in other if r.name and plain(r.name) not in {plain(n) for n in own.names}
         ),
         other_phones=frozenset(r.phone for r in other if r.phone),
         other_emails=frozenset(r.email for r in other if r.email),

@@ -18,7 +18,9 @@ For one follow-up agent, optionally within a period [since, until):
 - **escalated cases**: those handoffs with the candidate, why, and their state.
 
 `teams` (a non-admin caller's teams) limits escalations, satisfaction and cases to
-handoffs of those teams.
+handoffs of those teams, and the activity lines, which name candidates, to candidates of
+those teams (`candidates.team`, or a conversation or handoff of theirs that went to one
+of them). The other figures are counts, the same for every caller.
 """
 
 from __future__ import annotations
@@ -55,6 +57,16 @@ _ESCALATIONS = """
        WHERE (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz))
          AND (CAST(:until AS timestamptz) IS NULL OR created_at < CAST(:until AS timestamptz))
     )
+"""
+
+# A candidate `k` the caller may see named (every candidate when :teams is NULL).
+_VISIBLE = """
+    (CAST(:teams AS text[]) IS NULL OR k.team = ANY(CAST(:teams AS text[])) OR EXISTS (
+        SELECT 1 FROM conversations vc
+         WHERE vc.contact_id = k.contact_id
+           AND (vc.team = ANY(CAST(:teams AS text[])) OR EXISTS (
+                SELECT 1 FROM handoffs vh
+                 WHERE vh.conversation_id = vc.id AND vh.team = ANY(CAST(:teams AS text[]))))))
 """
 
 _IN_PERIOD = """
@@ -106,6 +118,7 @@ RECENT_SQL = text(
        WHERE f.agent = :agent AND f.fired_at IS NOT NULL
          AND NOT (f.status = 'sent' AND f.message_id IS NULL)  -- an alert: see its escalation
          AND {_IN_PERIOD.format(col="f.fired_at")}
+         AND {_VISIBLE}
       UNION ALL
       SELECT created_at, 'escalation', NULL, status, reason, candidate, id FROM esc
     ) a

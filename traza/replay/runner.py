@@ -1,11 +1,14 @@
 """Replay a past conversation through today's graph and compare the decisions.
 
 Each recorded turn (a `turn.started` event and the events after it) is re-run with the
-same inbound messages, the context the live turn saw (owner, opt-out, the messages
-before it, the time), and today's rules, prompts and model. Nothing is sent and nothing
-is written: the effect nodes are recorders (`traza.replay.recorder`), the trace events
-stay in a buffer that is dropped, and the read-only tools are the only database access
-besides the reads here.
+same inbound messages, the inputs the live turn recorded in its `turn.started` event
+(contact, candidate, language, owner, opt-out, window, open handoff, the messages
+before it, the unknown-answer streak; the time), and today's rules, prompts and model.
+A contact renamed since, or a candidate record edited since, changes nothing. Turns
+recorded before the inputs were (older traces) read the contact as it is today.
+Nothing is sent and nothing is written: the effect nodes are recorders
+(`traza.replay.recorder`), the trace events stay in a buffer that is dropped, and the
+read-only tools are the only database access besides the reads here.
 
 Compared per turn: intent, route (route, rule, team, action), guardrail verdict, and the
 reply (the text that went to the outbox, or none).
@@ -14,6 +17,7 @@ reply (the text that went to the outbox, or none).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +28,7 @@ from graphs.conversation.state import RECENT_WINDOW
 from graphs.conversation.tracing import turn_scope
 from traza import clock
 from traza.db.engine import autocommit
+from traza.recruiting import people
 from traza.replay.recorder import recording, replay_graph
 
 ASPECTS = ("intent", "route", "guardrail", "reply")
@@ -112,10 +117,14 @@ class _Recorded:
     messages: list[int]
     intent: str | None = None
     language: str | None = None
+    model: str | None = None
+    """The judgment model version that classified the turn (None in older traces)."""
     route: dict[str, Any] | None = None
     guardrail: dict[str, Any] | None = None
     reply: str | None = None
     handoff: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = None
+    """What the turn read, as `load_context` recorded it (None in older traces)."""
 
 
 def _recorded_turns(rows: Sequence[Any]) -> list[_Recorded]:
@@ -129,6 +138,7 @@ def _recorded_turns(rows: Sequence[Any]) -> list[_Recorded]:
                 step=r.step,
                 owner=str(data.get("owner") or "bot"),
                 messages=[int(i) for i in data.get("messages") or []],
+                inputs=data["inputs"] if isinstance(data.get("inputs"), dict) else None,
             )
             turns.append(current)
         elif r.kind in ("followup.drafted", "message.held_for_human"):
@@ -137,6 +147,7 @@ def _recorded_turns(rows: Sequence[Any]) -> list[_Recorded]:
             continue
         elif r.kind == "classification":
             current.intent, current.language = data.get("intent"), data.get("language")
+            current.model = data.get("model")
         elif r.kind == "routing.decision":
             current.route = _route(data)
         elif r.kind == "guardrail.verdict":
@@ -206,6 +217,7 @@ async def replay_conversation(
                 said=" / ".join(m.text or f"[{m.type}]" for m in turn),
                 recorded={
                     "intent": recorded.intent,
+                    "model": recorded.model,
                     "route": recorded.route,
                     "guardrail": recorded.guardrail,
                     "reply": recorded.reply,
@@ -225,39 +237,68 @@ async def _replay_turn(
     recorded: _Recorded,
     carried: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    first = turn[0].id
-    before = [m for m in messages if m.id < first][-RECENT_WINDOW:]
     context = {
         "turn": [{"id": m.id, "type": m.type, "text": m.text, "payload": m.payload} for m in turn],
         "conversation_id": conv.id,
-        "contact_name": conv.profile_name,
-        "contact_wa_id": conv.wa_id,
-        "candidate_id": conv.candidate_id,
-        "inbox": conv.inbox,
-        "language": carried["language"],
         "owner": recorded.owner,
-        "opted_out": conv.opted_out_at is not None and conv.opted_out_at < recorded.at,
-        "in_window": True,  # the customer has just written
-        "handoff_id": None,
-        "recent": [
-            {
-                "who": "customer" if m.direction == "in" else m.actor,
-                "type": m.type,
-                "text": (m.text or "")[:500],
-            }
-            for m in before
-        ],
-        "unknown_streak": carried["unknown_streak"],
         "draft": None,
         "guardrail": None,
         "followup": None,
     }
+    inputs = recorded.inputs
+    if inputs is not None:  # exactly what the live turn read
+        by_id = {m.id: m for m in messages}
+        before = [by_id[i] for i in inputs.get("recent") or [] if i in by_id]
+        context |= {
+            key: inputs.get(key)
+            for key in (
+                "contact_name",
+                "contact_wa_id",
+                "candidate_id",
+                "inbox",
+                "opted_out",
+                "in_window",
+                "handoff_id",
+            )
+        }
+        context["language"] = inputs.get("language") or carried["language"]
+        context["unknown_streak"] = int(inputs.get("unknown_streak") or 0)
+        candidate = inputs.get("candidate") if isinstance(inputs.get("candidate"), dict) else None
+    else:  # an older trace: the contact as it is today
+        first = turn[0].id
+        before = [m for m in messages if m.id < first][-RECENT_WINDOW:]
+        context |= {
+            "contact_name": conv.profile_name,
+            "contact_wa_id": conv.wa_id,
+            "candidate_id": conv.candidate_id,
+            "inbox": conv.inbox,
+            "language": carried["language"],
+            "opted_out": conv.opted_out_at is not None and conv.opted_out_at < recorded.at,
+            "in_window": True,  # the customer has just written
+            "handoff_id": None,
+            "unknown_streak": carried["unknown_streak"],
+        }
+        candidate = None
+    context["recent"] = [
+        {
+            "who": "customer" if m.direction == "in" else m.actor,
+            "type": m.type,
+            "text": (m.text or "")[:500],
+        }
+        for m in before
+    ]
     from traza.conversations.turns import run_context
 
+    own = people.as_recorded(
+        contact_name=context["contact_name"],
+        contact_wa_id=context["contact_wa_id"],
+        candidate=candidate,
+    )
     with (
         clock.scoped(clock.FrozenClock(recorded.at)),
         turn_scope() as scope,
         recording(context) as rec,
+        own if inputs is not None else nullcontext(),
     ):
         final = await replay_graph().ainvoke({"turn": context["turn"]}, context=run_context())
         events = {e["kind"]: e["data"] for e in scope.events}  # the decisions, as recorded
@@ -267,6 +308,7 @@ async def _replay_turn(
     decision = events.get("routing.decision")
     replayed = {
         "intent": (events.get("classification") or {}).get("intent"),
+        "model": (events.get("classification") or {}).get("model"),
         "route": _route(decision) if decision is not None else None,
         "guardrail": _verdict(events.get("guardrail.verdict")),
         "reply": sent["text"] if sent else None,

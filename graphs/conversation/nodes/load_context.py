@@ -26,6 +26,8 @@ CONTEXT_SQL = text(
            c.language,
            ct.wa_id, (SELECT i.phone_number_id FROM inboxes i WHERE i.id = c.inbox_id) AS inbox,
            (SELECT k.id FROM candidates k WHERE k.contact_id = c.contact_id) AS candidate_id,
+           (SELECT json_build_object('name', k.name, 'email', k.email, 'phone', k.phone)
+              FROM candidates k WHERE k.contact_id = c.contact_id) AS candidate,
            (SELECT h.id FROM handoffs h
              WHERE h.conversation_id = c.id
                AND h.status IN ('open', 'assigned', 'accepted')) AS handoff_id,
@@ -78,16 +80,7 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
         }
         for r in row.recent
     ]
-    if turn:
-        await record_step(
-            conversation_id=row.id,
-            kind="turn.started",
-            actor=trace.bot(runtime.context.bot_name),
-            data={"messages": [i["id"] for i in turn], "owner": row.owner},
-            started=started,
-        )
-    return {
-        "turn": turn,
+    loaded: dict[str, Any] = {
         "conversation_id": row.id,
         "contact_name": row.profile_name,
         "contact_wa_id": row.wa_id,
@@ -98,9 +91,41 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
         "opted_out": row.opted_out_at is not None,
         "in_window": repo.in_service_window(last_inbound_at),
         "handoff_id": row.handoff_id,
+    }
+    if turn:
+        await record_step(
+            conversation_id=row.id,
+            kind="turn.started",
+            actor=trace.bot(runtime.context.bot_name),
+            data={
+                "messages": [i["id"] for i in turn],
+                "owner": row.owner,
+                "inputs": turn_inputs(loaded, row, state),
+            },
+            started=started,
+        )
+    return {
+        "turn": turn,
+        **loaded,
         "recent": recent,
         "draft": None,
         "guardrail": None,
+    }
+
+
+def turn_inputs(loaded: dict[str, Any], row: Any, state: ConversationState) -> dict[str, Any]:
+    """What this turn's decisions read, as the trace keeps it for replay.
+
+    The context the turn loaded, the candidate's own data (the guardrails' `people` layer
+    reads it), the ids of the messages before the turn (their text never changes) and
+    the unknown-answer streak carried from the previous turn. A replay feeds the turn
+    exactly this, so a later change of profile name or candidate record changes nothing.
+    """
+    return {
+        **{k: v for k, v in loaded.items() if k not in ("conversation_id", "owner")},
+        "candidate": row.candidate,
+        "recent": [int(r["id"]) for r in row.recent],
+        "unknown_streak": int(state.get("unknown_streak") or 0),
     }
 
 
