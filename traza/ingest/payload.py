@@ -252,7 +252,8 @@ def _parse_change(change: Any, waba_id: str | None, parsed: ParsedPayload) -> No
 
 
 def _parse_calls(value: dict[str, Any], parsed: ParsedPayload) -> None:
-    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    found = value.get("metadata")
+    metadata: dict[str, Any] = found if isinstance(found, dict) else {}
     phone_number_id = str(metadata.get("phone_number_id") or "")[:MAX_PHONE_NUMBER_ID]
     profiles = _profiles(value.get("contacts"))
     for raw in _list(value.get("calls"), "calls"):
@@ -382,7 +383,8 @@ def _content(msg_type: str, raw: dict[str, Any]) -> tuple[str | None, dict[str, 
             data["response"] = _flow_response(data.get("response_json"))
         return None, data
     if msg_type == "edit":
-        inner = data.get("message") if isinstance(data.get("message"), dict) else {}
+        edited = data.get("message")
+        inner: dict[str, Any] = edited if isinstance(edited, dict) else {}
         inner_type = str(inner.get("type") or "text")
         inner_text, inner_data = _content(inner_type, inner)
         return inner_text, {
