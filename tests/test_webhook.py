@@ -619,9 +619,9 @@ TYPES: dict[str, tuple[dict[str, Any], str, str | None, dict[str, Any]]] = {
                 },
             },
         ),
-        "interactive",
-        "Sent",
-        {"nfm_reply": {"name": "flow"}},
+        "flow",  # a WhatsApp Flow completion: its answers, parsed
+        None,
+        {"name": "flow", "response": {"flow_token": "t1", "cv": "yes"}},
     ),
     "template_button": (
         message("button", {"payload": "CONFIRM_INTERVIEW", "text": "Confirmar"}, context=CONTEXT),
@@ -687,15 +687,6 @@ TYPES: dict[str, tuple[dict[str, Any], str, str | None, dict[str, Any]]] = {
         "CV actualizado",
         {"id": "1003383421387256", "filename": "cv_maria.pdf"},
     ),
-    "sticker": (
-        message(
-            "sticker",
-            {"mime_type": "image/webp", "sha256": "x", "id": "1228429398", "animated": False},
-        ),
-        "sticker",
-        None,
-        {"id": "1228429398", "animated": False},
-    ),
     "location": (
         message(
             "location",
@@ -708,8 +699,8 @@ TYPES: dict[str, tuple[dict[str, Any], str, str | None, dict[str, Any]]] = {
             },
         ),
         "location",
-        "Oficinas Traza",
-        {"latitude": 19.4326, "longitude": -99.1332},
+        None,  # a place, not words to classify: acknowledged as a location
+        {"latitude": 19.4326, "longitude": -99.1332, "name": "Oficinas Traza"},
     ),
     "location_pin": (
         message("location", {"latitude": 19.4, "longitude": -99.1}),
@@ -830,6 +821,18 @@ async def test_reaction_is_recorded_but_starts_no_turn(client, db, raw, text):
     row = stored(db, raw["id"])
     assert (row["type"], row["text"]) == ("reaction", text)
     assert row["content"]["message_id"] == "wamid.out.1"
+
+
+async def test_a_sticker_is_recorded_but_starts_no_turn(client, db):
+    raw = message(
+        "sticker", {"mime_type": "image/webp", "sha256": "x", "id": "1228429398", "animated": False}
+    )
+    response = await post_webhook(client, wa_payload(messages=[raw]))
+    assert response.status_code == 200, response.text
+    row = stored(db, raw["id"])
+    assert (row["type"], row["text"]) == ("sticker", None)
+    assert row["content"]["id"] == "1228429398" and row["processed_at"] is not None
+    assert turn_jobs(db) == 0
     assert row["processed_at"] is not None
     assert turn_jobs(db) == 0
     trace = db.execute("SELECT data FROM trace_events WHERE message_id=%s", (row["id"],)).fetchone()
