@@ -85,10 +85,20 @@ def as_recorded(
         _recorded_own.reset(token)
 
 
-async def people_for_reply(conversation_id: int, reply: str) -> People:
-    """The candidate's own data and the other people the reply might name."""
+async def people_for_reply(
+    conversation_id: int, reply: str, *, contact_name: str | None = None
+) -> People:
+    """The candidate's own data and the other people the reply might name.
+
+    A reply that names nobody but the candidate (`contact_name`, known to the turn) and
+    holds no phone or e-mail needs no lookup: most replies cost no extra statement.
+    """
     names = sorted({n.lower() for n in capitalised_names(reply)} | set())
     emails = sorted({m.group(0).lower() for m in EMAIL.finditer(reply)})
+    own_name = plain(contact_name) if contact_name else None
+    strangers = [n for n in names if own_name is None or plain(n) not in own_name]
+    if not strangers and not emails and not any(c.isdigit() for c in reply):
+        return People(own_names=frozenset({contact_name} if contact_name else ()))
     params: dict[str, Any] = {
         "cid": conversation_id,
         "names": names,

@@ -30,7 +30,9 @@ async def check_guardrails(state: ConversationState, runtime: Runtime[Context]) 
         assert model is not None
         return await llm.judge(model, reply)
 
-    people = await people_for_reply(state["conversation_id"], text)
+    people = await people_for_reply(
+        state["conversation_id"], text, contact_name=state.get("contact_name")
+    )
     verdict = await guardrails.check(text, people=people, judge=judge if model else None)
     update: dict[str, Any] = {"guardrail": verdict.as_dict()}
     data: dict[str, Any] = {"draft_source": draft.get("source")}
