@@ -8,6 +8,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from graphs.conversation.context import Context
@@ -24,6 +25,18 @@ from traza.outbound.integrations import queue_call
 from traza.outbound.outbox import queue_message
 from traza.recruiting.interviews import confirm_interview
 from traza.rules import active
+
+
+async def _locked_contact(session: AsyncSession, conversation_id: int) -> Contact:
+    """The conversation's contact, locked for the consent change this action makes."""
+    return (
+        await session.execute(
+            select(Contact)
+            .join(Conversation, Conversation.contact_id == Contact.id)
+            .where(Conversation.id == conversation_id)
+            .with_for_update()
+        )
+    ).scalar_one()
 
 
 async def run_system_action(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -43,14 +56,7 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
             "rules_version": rules.version,
         }
         if action == "opt_out":
-            contact = (
-                await session.execute(
-                    select(Contact)
-                    .join(Conversation, Conversation.contact_id == Contact.id)
-                    .where(Conversation.id == cid)
-                    .with_for_update()
-                )
-            ).scalar_one()
+            contact = await _locked_contact(session, cid)
             first_time = contact.opted_out_at is None
             if first_time:
                 contact.opted_out_at = datetime.now(UTC)
@@ -89,14 +95,7 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
             )
             data |= {"asked": True, "scores": (state.get("classification") or {}).get("scores")}
         elif action in ("keep_messages", "opt_in"):
-            contact = (
-                await session.execute(
-                    select(Contact)
-                    .join(Conversation, Conversation.contact_id == Contact.id)
-                    .where(Conversation.id == cid)
-                    .with_for_update()
-                )
-            ).scalar_one()
+            contact = await _locked_contact(session, cid)
             was_opted_out = contact.opted_out_at is not None
             if action == "opt_in" and was_opted_out:
                 contact.opted_out_at = None
