@@ -2,6 +2,10 @@
 
 No database is needed: the model is built from the example files (shipped and
 `$TRAZA_CONFIG_DIR/judgment/*.jsonl`) and cached under `$TRAZA_MODEL_CACHE`.
+
+The commands import the decision modules when they run, like the other sub-commands:
+numpy, scipy and lingua are heavy, and `traza --help` or `traza serve` must not load
+them through the CLI's module tree.
 """
 
 from __future__ import annotations

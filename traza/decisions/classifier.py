@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, Literal, get_args
 
 import prompts
-from traza.decisions import judgment, language
+from traza.decisions import entities, judgment, language
 from traza.decisions.textmodel import NO_INTENT, TextModel, fold
 from traza.rules.schema import JudgmentPolicy
 
@@ -87,14 +87,6 @@ def _folded(words: tuple[str, ...]) -> dict[str, str]:
     return {fold(w): w for w in words}
 
 
-@lru_cache(maxsize=4)
-def _cue_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    parts = []
-    for w in sorted({fold(x) for x in words}, key=len, reverse=True):
-        parts.append(re.escape(w[:-1]) + r"\w*" if w.endswith("*") else re.escape(w))
-    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
-
-
 _SPELLED = re.compile(r"(?<!\w)(?:\w ){2,}\w(?!\w)")
 
 
@@ -105,7 +97,7 @@ def _stop_cue(folded: str, words: list[str]) -> bool:
     """
     plain = re.sub(r"[^\w\s]", " ", folded.replace("'", ""))
     plain = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), " ".join(plain.split()))
-    return bool(_cue_pattern(tuple(words)).search(plain))
+    return bool(entities.word_pattern(tuple(words)).search(plain))
 
 
 def _whole_message(folded: str, words: list[str]) -> str | None:

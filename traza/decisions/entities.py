@@ -72,6 +72,15 @@ def _words(words: list[str]) -> re.Pattern[str]:
     return re.compile(r"(?<![\w$€£])(?:" + _alternation(words) + r")(?!\w)")
 
 
+@lru_cache(maxsize=16)
+def word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """Any of `words` on word boundaries, in plain text; a trailing `*` matches any ending.
+
+    The one way judgment's cues and the guardrails' vocabularies become a regex.
+    """
+    return _words(list(words))
+
+
 AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d+)?"
 
 

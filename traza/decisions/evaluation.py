@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from traza.decisions import judgment
+from traza.decisions import entities, guardrails, judgment
 from traza.decisions.classifier import Classification, classify_turn
 from traza.decisions.textmodel import NO_INTENT, Example, TextModel, label_reports
 from traza.rules.schema import JudgmentPolicy
@@ -262,8 +262,6 @@ def guardrail_report(
     max_misses: int = 30,
 ) -> dict[str, Any]:
     """How the offline guardrail layers do on labelled replies (benign: no labels)."""
-    from traza.decisions import entities, guardrails  # guardrails imports this module's peers
-
     vocab = pol.vocabulary()
     scores = model.score_many([e.text for e in examples])
     truth: list[frozenset[str]] = []

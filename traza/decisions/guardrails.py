@@ -261,20 +261,12 @@ def capitalised_names(text: str) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=4)
-def _cue_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not words:
-        return None
-    alternatives = "|".join(sorted((re.escape(entities.plain(w)) for w in words), key=len)[::-1])
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
-
-
 def _claimed(text: str, start: int, cues: ContactCues) -> bool:
     """The sentence before a phone or e-mail says it is the candidate's or the business's."""
     before = re.split(r"[.!?\n]", text[max(0, start - 90) : start])[-1]
     before = entities.plain(before)
-    pattern = _cue_pattern(tuple(cues.own + cues.business))
-    return bool(pattern and pattern.search(before))
+    words = tuple(cues.own + cues.business)
+    return bool(words and entities.word_pattern(words).search(before))
 
 
 def _people_findings(
