@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
-from api import dashboard, metrics
+from api import dashboard
 from api.routes import (
     agents,
     audit,
@@ -21,6 +21,7 @@ from api.routes import (
     conversations,
     handoffs,
     health,
+    metrics,
     recruiting,
     replay,
     reports,
@@ -29,14 +30,14 @@ from api.routes import (
 )
 from traza import __version__
 from traza.db.engine import dispose_engine
+from traza.db.queue import app as jobs
 from traza.ingest.payload import sanitise
-from traza.jobs import worker as traza_worker
-from traza.jobs.app import app as jobs
 from traza.outbound.sender import close_http_client
 from traza.rules import active
 from traza.rules.loader import RulesError
-from traza.runtime import close_graph
+from traza.services.runtime import close_graph
 from traza.settings import get_settings
+from traza.worker import run as traza_worker
 
 log = logging.getLogger(__name__)
 

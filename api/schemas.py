@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from traza.storable import refuse_unstorable
+from traza.db.storable import refuse_unstorable
 
 
 class Input(BaseModel):

@@ -132,10 +132,10 @@ async def traza_turns(turns: int, *, offset: int) -> tuple[float, int, int]:
     from sqlalchemy import text
 
     from traza.db.engine import get_engine
+    from traza.db.queue import app as jobs
+    from traza.db.queue import defer_turn
     from traza.ingest.payload import parse
     from traza.ingest.store import store_webhook
-    from traza.jobs.app import app as jobs
-    from traza.jobs.tasks import schedule_turn
 
     async with get_engine().begin() as conn:
         ids: set[int] = set()
@@ -149,7 +149,7 @@ async def traza_turns(turns: int, *, offset: int) -> tuple[float, int, int]:
             ids |= result.conversations_to_run
     async with jobs.open_async():
         for cid in ids:
-            await schedule_turn(cid, delay=0)
+            await defer_turn(cid, delay=0)
         started = time.perf_counter()
         await jobs.run_worker_async(
             wait=False, concurrency=8, install_signal_handlers=False, delete_jobs="successful"
@@ -194,7 +194,7 @@ async def bare_loop(turns: int) -> float:
     from traza.decisions.classifier import classify_turn
     from traza.decisions.guardrails import check_reply
     from traza.decisions.routing import RoutingInputs, decide
-    from traza.runtime import conversation_graph
+    from traza.services.runtime import conversation_graph
 
     class S(TypedDict, total=False):
         text: str
@@ -256,11 +256,11 @@ async def bare_loop(turns: int) -> float:
 async def checkpoint_section(url: str, turns: int = 100) -> dict[int, int]:
     from sqlalchemy import text
 
-    from traza.conversations.turns import run_turn
     from traza.db.engine import get_engine
+    from traza.db.queue import app as jobs
     from traza.ingest.payload import parse
     from traza.ingest.store import store_webhook
-    from traza.jobs.app import app as jobs
+    from traza.services.turns import run_turn
 
     sizes: dict[int, int] = {}
     size_sql = text(
@@ -354,7 +354,7 @@ def main() -> None:
 
         async def turns_and_bytes() -> tuple[dict[str, float], dict[int, int]]:
             from traza.db.engine import dispose_engine
-            from traza.runtime import close_graph
+            from traza.services.runtime import close_graph
 
             try:
                 turns = await turns_section(url, args.turns)

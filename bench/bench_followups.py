@@ -65,7 +65,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._support import ROOT, free_port, percentile, scratch_database  # noqa: E402
-from traza.jobs.defer import TIMER_PRIORITY  # noqa: E402
+from traza.db.queue import TIMER_PRIORITY  # noqa: E402
 
 AGENT = "bench"
 PHONE_NUMBER_ID = "PN-BENCH"

@@ -185,7 +185,7 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 async def drain(concurrency: int = 4) -> None:
     """Run a worker until no job is ready (turns, deliveries, their follow-ups)."""
-    from traza.jobs.app import app as jobs
+    from traza.db.queue import app as jobs
 
     for _ in range(50):
         await jobs.run_worker_async(

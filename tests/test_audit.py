@@ -524,8 +524,8 @@ async def test_anchors_chain_and_catch_a_rewritten_history(client, db):
 
 
 async def test_the_daily_anchor_job(db):
-    from traza.jobs.app import app
-    from traza.jobs.audit import anchor_daily
+    from traza.db.queue import app
+    from traza.worker.audit import anchor_daily
 
     assert "audit_anchor" in app.tasks
     cid = bare_conversation(db)

@@ -367,7 +367,7 @@ async def test_a_channel_that_is_not_configured_fails_clearly(
 
 
 async def test_templates_with_named_params_and_button_payloads(graph: GraphAPI) -> None:
-    from traza.outbound.channels import WhatsAppChannel
+    from traza.channels.whatsapp import WhatsAppChannel
     from traza.settings import get_settings
 
     async with httpx.AsyncClient() as http:
@@ -458,9 +458,9 @@ async def test_the_interview_confirmation_template_carries_its_button_payloads(
 async def test_smtp_and_sms_errors_are_transient_or_permanent(
     smtp: SmtpServer, sms: SmsProvider
 ) -> None:
-    from traza.outbound.channels import SendError
-    from traza.outbound.email import EmailChannel
-    from traza.outbound.sms import SmsChannel
+    from traza.channels.base import SendError
+    from traza.channels.email import EmailChannel
+    from traza.channels.sms import SmsChannel
     from traza.settings import get_settings
 
     mail = EmailChannel(settings=get_settings(), subject="Hola")

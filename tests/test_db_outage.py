@@ -271,9 +271,9 @@ async def test_a_retry_that_meets_a_newer_waiting_job_is_not_fatal(
     itself, the job would stay `doing` for good and hold its conversation's lock.
     """
     from tests.test_handoff_lifecycle import queue_bot_message
-    from traza.jobs.app import app as jobs
-    from traza.jobs.tasks import schedule_delivery
-    from traza.jobs.worker import Worker
+    from traza.db.queue import app as jobs
+    from traza.outbound.outbox import request_delivery
+    from traza.worker.run import Worker
 
     await say(client, "hola")
     cid = db.execute("SELECT id FROM conversations").fetchone()["id"]
@@ -286,7 +286,7 @@ async def test_a_retry_that_meets_a_newer_waiting_job_is_not_fatal(
     running = asyncio.create_task(worker.run())
     await _until(lambda: _async(len(graph.requests) > 1), 20, "the send is in flight")
     graph.delay = 0.0
-    await schedule_delivery(cid)  # a newer delivery job waits with the same queueing lock
+    await request_delivery(cid)  # a newer delivery job waits with the same queueing lock
     await asyncio.wait_for(running, 30)
 
     row = db.execute("SELECT status FROM messages WHERE id = %s", (message,)).fetchone()
@@ -308,8 +308,8 @@ async def test_a_worker_taken_for_dead_registers_again_and_keeps_working(
 ) -> None:
     """Its row pruned (its heartbeat looked stale while the database was away): it carries on."""
     from tests.conftest import post_webhook
-    from traza.jobs.app import app as jobs
-    from traza.jobs.worker import Worker
+    from traza.db.queue import app as jobs
+    from traza.worker.run import Worker
 
     worker = Worker(
         app=jobs,

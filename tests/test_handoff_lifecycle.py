@@ -107,15 +107,14 @@ def iso(value: str) -> datetime:
 async def queue_bot_message(cid: int, *, key: str, text: str) -> int:
     """A bot reply written to the outbox as a graph node does, then its delivery asked for."""
     from traza.db.engine import session_scope
-    from traza.jobs.tasks import schedule_delivery
-    from traza.outbound.outbox import queue_message
+    from traza.outbound.outbox import queue_message, request_delivery
 
     async with session_scope() as session:
         message_id = await queue_message(
             session, conversation_id=cid, key=key, actor="bot:traza", kind="text", text_body=text
         )
     assert message_id is not None
-    await schedule_delivery(cid)
+    await request_delivery(cid)
     return message_id
 
 
@@ -325,7 +324,7 @@ async def test_split_shift_gap_queues_until_opening_with_one_out_of_hours_messag
 async def test_the_sweep_during_a_closure_keeps_one_round_for_the_opening(
     client: httpx.AsyncClient, db: Any, frozen: FrozenClock
 ) -> None:
-    from traza.jobs.operations import recover_operations
+    from traza.worker.operations import recover_operations
 
     await support_with_hours(client)
     frozen.set(datetime(2026, 3, 2, 15, 0, tzinfo=MAD))

@@ -11,7 +11,7 @@ import pytest
 import prompts
 from tests.conftest import configure, say
 from tests.fakes.servers import LocalServer, OpenAICompatible
-from traza.decisions.classifier import INTENTS
+from traza.rules.schema import INTENTS
 
 
 def outbound(db) -> list[dict[str, Any]]:

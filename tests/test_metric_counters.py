@@ -27,7 +27,7 @@ def counters(text: str) -> Samples:
 
 
 async def scrape(client: httpx.AsyncClient, *, new_process: bool = False) -> Samples:
-    from traza.metrics import DATABASE
+    from traza.db.counters import DATABASE
 
     if new_process:
         DATABASE.reset()  # what a freshly started process knows: nothing but the database
@@ -94,8 +94,8 @@ async def test_a_message_held_for_a_human_is_counted(client: httpx.AsyncClient, 
 async def test_counters_survive_folding_and_count_each_event_once(
     client: httpx.AsyncClient,
 ) -> None:
+    from traza.db.counters import compact
     from traza.db.engine import autocommit
-    from traza.metrics import compact
 
     received = ("traza_messages_total", frozenset(
         {("direction", "in"), ("channel", "whatsapp"), ("status", "received")}

@@ -253,7 +253,7 @@ async def test_replay_from_a_checkpoint_and_fork_into_a_scratch_thread(
         "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s", (scratch,)
     ).fetchone()
     assert copied == {"n": 1}
-    from traza.runtime import conversation_graph, thread_config
+    from traza.services.runtime import conversation_graph, thread_config
 
     state = await (await conversation_graph()).aget_state(thread_config(scratch))
     assert state.values["conversation_id"] == cid

@@ -715,7 +715,7 @@ def value(found: dict, name: str, **labels: str) -> float | None:
 
 @pytest.fixture
 def fresh_metrics() -> None:
-    from traza.metrics import DATABASE
+    from traza.db.counters import DATABASE
 
     DATABASE.reset()
 
@@ -784,8 +784,8 @@ async def test_metrics_count_what_the_trace_recorded(
 
     # Counters live in the database: stable across scrapes, across folding the appended
     # rows into totals, and they count the next event once.
+    from traza.db.counters import compact
     from traza.db.engine import autocommit
-    from traza.metrics import compact
 
     first = samples((await client.get("/metrics")).text)
     async with autocommit() as conn:
@@ -811,7 +811,7 @@ async def test_metrics_token(client: httpx.AsyncClient) -> None:
 
 
 async def test_job_lag_and_lateness(client: httpx.AsyncClient, fresh_metrics: None) -> None:
-    from traza.jobs.app import app as jobs
+    from traza.db.queue import app as jobs
     from traza.metrics import measure_job
 
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:

@@ -66,8 +66,7 @@ async def queue(
 ) -> int:
     """Write a message to the outbox as a graph node does, and ask for delivery."""
     from traza.db.engine import session_scope
-    from traza.jobs.tasks import schedule_delivery
-    from traza.outbound.outbox import queue_message
+    from traza.outbound.outbox import queue_message, request_delivery
 
     async with session_scope() as session:
         message_id = await queue_message(
@@ -81,7 +80,7 @@ async def queue(
         )
     assert message_id is not None
     if deliver:
-        await schedule_delivery(cid)
+        await request_delivery(cid)
     return message_id
 
 
@@ -93,7 +92,7 @@ async def start(client: httpx.AsyncClient, graph: GraphAPI) -> int:
 
 
 def whatsapp_channel(http: httpx.AsyncClient) -> Any:
-    from traza.outbound.channels import WhatsAppChannel
+    from traza.channels.whatsapp import WhatsAppChannel
     from traza.settings import get_settings
 
     return WhatsAppChannel(client=http, settings=get_settings(), phone_number_id=PHONE_NUMBER_ID)
@@ -134,7 +133,7 @@ async def test_bot_reply_is_posted_to_the_cloud_api_and_its_wamid_recorded(clien
 
 
 async def test_channel_sends_templates_buttons_and_read_receipts(graph):
-    from traza.outbound.channels import Button
+    from traza.channels.base import Button
 
     async with httpx.AsyncClient() as http:
         channel = whatsapp_channel(http)
@@ -463,19 +462,19 @@ async def queue_again(cid: int, *, key: str) -> int | None:
 
 
 async def test_delivering_again_sends_nothing_twice(client, db, graph):
-    from traza.jobs.tasks import schedule_delivery
+    from traza.outbound.outbox import request_delivery
     from traza.outbound.sender import deliver
 
     cid = await start(client, graph)
     assert await deliver(cid) == 0
     assert await deliver(cid) == 0
-    await schedule_delivery(cid)
-    await schedule_delivery(cid)
+    await request_delivery(cid)
+    await request_delivery(cid)
     await drain()
     await queue(cid, key="dup:1", text="uno")
     assert await queue_again(cid, key="dup:1") is None  # the same key queues nothing new
     await drain()
-    await schedule_delivery(cid)
+    await request_delivery(cid)
     await drain()
 
     assert [b["type"] for b in graph.sent] == ["text", "text"]
@@ -492,7 +491,7 @@ async def interrupted_send(
 
     Meta accepted it, and its status webhook came back with our callback data.
     """
-    from traza.jobs.tasks import schedule_delivery
+    from traza.outbound.outbox import request_delivery
 
     mid = await queue(cid, key=key, text="¿Sigues interesado?", actor=actor, deliver=False)
     db.execute("UPDATE messages SET status='sending', attempts=1 WHERE id=%s", (mid,))
@@ -504,7 +503,7 @@ async def interrupted_send(
         client, wa_payload(statuses=[status(wamid, "sent", biz_opaque_callback_data=key)])
     )
     assert response.status_code == 200
-    await schedule_delivery(cid)
+    await request_delivery(cid)
     return mid, wamid
 
 
@@ -546,13 +545,13 @@ async def test_what_meta_accepted_is_recorded_as_sent_even_if_it_could_not_be_se
 
 
 async def test_send_interrupted_before_any_answer_is_sent_once(client, db, graph):
-    from traza.jobs.tasks import schedule_delivery
+    from traza.outbound.outbox import request_delivery
 
     cid = await start(client, graph)
     mid = await queue(cid, key="followup:2", text="¿Sigues ahí?", deliver=False)
     # Claimed by a worker that died before reaching the provider: nothing came back.
     db.execute("UPDATE messages SET status='sending', attempts=1 WHERE id=%s", (mid,))
-    await schedule_delivery(cid)
+    await request_delivery(cid)
     await drain()
 
     assert [b["biz_opaque_callback_data"] for b in graph.sent[1:]] == ["followup:2"]

@@ -134,7 +134,7 @@ async def reply(cid: int, text: str, agent: str) -> None:
     Called below the HTTP route, which `test_the_assigned_agent_answers_through_the_api_in_time`
     exercises.
     """
-    from traza.conversations import turns
+    from traza.services import turns
 
     result = await turns.resume(cid, response={"type": "response", "args": text}, agent=agent)
     assert result == {"owner": "human", "waiting_for_human": True}
@@ -640,7 +640,7 @@ def test_rules_check_offline_prints_each_problem_with_its_line(tmp_path: Path) -
 
 async def test_the_service_refuses_to_start_on_invalid_rules(database_url: str) -> None:
     from api.main import create_app
-    from traza.jobs.app import app as jobs
+    from traza.db.queue import app as jobs
     from traza.rules import active
     from traza.rules.loader import RulesError
 

@@ -1188,7 +1188,7 @@ async def test_status_that_arrives_before_the_send_response_is_applied(client, d
 
 async def test_a_status_left_unapplied_by_a_race_is_applied_by_the_sweep(client, db):
     """The webhook stored the status but could not see our message's id yet."""
-    from traza.jobs.tasks import recover
+    from traza.worker.tasks import recover
 
     await say(client, "hola")
     wamid = db.execute("SELECT wa_message_id FROM messages WHERE direction='out'").fetchone()[

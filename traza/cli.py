@@ -221,7 +221,7 @@ def worker(
     settings = _settings()
     _database_ready(long_running=True)
     from api.main import run_worker
-    from traza.jobs.app import app as jobs
+    from traza.db.queue import app as jobs
 
     async def main() -> None:
         async with jobs.open_async():

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    from traza.replay.runner import ReplayError
+    from traza.replay.recorded import ReplayError
 
     return run_with_database(work, expected=(ReplayError,))
 
@@ -108,7 +108,8 @@ def replay(
     Nothing is sent and nothing in the conversation changes; the differences between
     the recorded decisions and today's are shown side by side.
     """
-    from traza.replay import runner
+    from traza.replay import recorded
+    from traza.services import replay as runner
 
     if all_ == (conversation is not None):
         _fail("give a conversation id, or --all --since DATE")
@@ -121,7 +122,7 @@ def replay(
         cid = conversation
 
         async def one() -> Any:
-            from traza.replay.checkpoints import checkpoint, thread_of
+            from traza.services.checkpoints import checkpoint, thread_of
 
             if from_checkpoint is None:
                 return await runner.replay_conversation(cid)
@@ -141,7 +142,7 @@ def replay(
     async def many() -> tuple[Any, list[Any]]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        ids = await runner.conversations_since(start)
+        ids = await recorded.conversations_since(start)
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -191,7 +192,7 @@ def checkpoints_list(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """The conversation thread's checkpoints, newest first."""
-    from traza.replay.checkpoints import history, thread_of
+    from traza.services.checkpoints import history, thread_of
 
     async def work() -> tuple[str, list[Any]]:
         thread = await thread_of(conversation)
@@ -211,7 +212,7 @@ def checkpoints_fork(
     checkpoint_id: Annotated[str, typer.Argument(help="Checkpoint id (see `list`).")],
 ) -> None:
     """Copy a checkpoint into a new scratch thread (open it in LangGraph Studio)."""
-    from traza.replay.checkpoints import fork
+    from traza.services.checkpoints import fork
 
     async def work() -> dict[str, str]:
         return await fork(conversation, checkpoint_id)

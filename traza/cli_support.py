@@ -27,7 +27,7 @@ def run_with_database(
     """
     from traza.cli import _database_ready, _logging
     from traza.db.engine import dispose_engine
-    from traza.runtime import close_graph
+    from traza.services.runtime import close_graph
 
     _logging("warning")
     _database_ready()

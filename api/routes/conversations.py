@@ -21,12 +21,12 @@ from api.schemas import (
     TimelineEntry,
 )
 from traza.conversations import repository as repo
-from traza.conversations import turns
 from traza.db.engine import session_scope
 from traza.db.models import Contact, Conversation, Inbox, Message, Note
 from traza.operations import handoffs
 from traza.operations.agents import Operator
-from traza.runtime import conversation_graph, thread_config
+from traza.services import turns
+from traza.services.runtime import conversation_graph, thread_config
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 

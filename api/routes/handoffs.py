@@ -15,13 +15,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from api.deps import OperatorDep, RowId, SessionDep, check_team, deny
 from api.schemas import HandoffPublic, NotePublic, ResumeResult, TransferRequest
 from traza import clock, trace
-from traza.conversations import turns
 from traza.db.engine import session_scope
 from traza.db.models import Handoff, Note, SlaTimer
 from traza.operations import handoffs
 from traza.operations.agents import OperationsError, Operator
 from traza.operations.assignment import give
 from traza.rules import active
+from traza.services import turns
 
 router = APIRouter(prefix="/handoffs", tags=["handoffs"])
 OPEN = handoffs.OPEN

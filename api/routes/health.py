@@ -1,4 +1,4 @@
-"""Liveness (`/metrics` is in `api/metrics.py`)."""
+"""Liveness (`/metrics` is in `api/routes/metrics.py`)."""
 
 from __future__ import annotations
 

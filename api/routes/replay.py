@@ -13,7 +13,8 @@ from pydantic import Field
 from api.deps import OperatorDep, require_role
 from api.routes.conversations import VisibleConversation
 from api.schemas import Input
-from traza.replay import checkpoints, runner
+from traza.services import checkpoints
+from traza.services import replay as runner
 
 router = APIRouter(prefix="/conversations", tags=["replay"])
 

@@ -19,8 +19,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.exc import DataError
 
-from api import metrics
 from api.deps import SettingsDep
+from traza import metrics
 from traza.ingest import signature
 from traza.ingest.payload import MalformedBody, PayloadError, decode, parse
 from traza.ingest.store import ingest, store_flagged

@@ -1,7 +1,7 @@
 """The conversation graph: load → classify → route → (reply → guardrails → send | human | system).
 
 `graph` is compiled without a checkpointer for `langgraph dev`; the service compiles
-`builder` with the Postgres saver (see `traza.runtime`).
+`builder` with the Postgres saver (see `traza.services.runtime`).
 """
 
 from __future__ import annotations

@@ -1,59 +1,19 @@
 """Trace helpers for nodes: every event names the thread and step that produced it.
 
-Inside a worker turn (`turn_scope()`), events are buffered and written together with
-the turn's effect (outbox row, handoff, opt-out) in that node's transaction: the trace
-and what it describes commit atomically, in one round trip. Outside a scope (LangGraph
-Studio) each event is written at once.
+The events go to the turn's buffer (`traza.trace.buffer`), written with the node's
+effect in one transaction.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.config import get_config
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from traza.db.engine import session_scope
-from traza.db.models import TraceEvent
-
-
-@dataclass
-class TurnScope:
-    """What one worker turn collects: unwritten trace events, deliveries, queued rows.
-
-    `queued`: the outbox rows the turn queued, by idempotency key.
-    """
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    deliveries: set[int] = field(default_factory=set)
-    queued: dict[str, int] = field(default_factory=dict)
-
-
-_scope: ContextVar[TurnScope | None] = ContextVar("traza_turn_scope", default=None)
-
-
-@contextmanager
-def turn_scope() -> Iterator[TurnScope]:
-    """Buffer trace events (and collect deliveries) for the graph run inside this block."""
-    token = _scope.set(TurnScope())
-    try:
-        scope = _scope.get()
-        assert scope is not None
-        yield scope
-    finally:
-        _scope.reset(token)
-
-
-def current_scope() -> TurnScope | None:
-    """The running turn's scope, if any."""
-    return _scope.get()
+from traza.trace import buffer
 
 
 def run_position() -> tuple[str | None, int | None]:
@@ -109,24 +69,4 @@ async def record_step(
         "step": step,
         "llm": llm,
     }
-    scope = current_scope()
-    if session is None and scope is not None:
-        scope.events.append(event)
-        return
-    if session is None:
-        async with session_scope() as own:
-            await flush(own, [event])
-        return
-    await flush(session, [event])
-
-
-async def flush(
-    session: AsyncSession | AsyncConnection, extra: list[dict[str, Any]] | None = None
-) -> None:
-    """Write the buffered events (then `extra`) in the caller's transaction, one INSERT."""
-    scope = current_scope()
-    events = [*(scope.events if scope else []), *(extra or [])]
-    if scope is not None:
-        scope.events.clear()
-    if events:
-        await session.execute(insert(TraceEvent), events)
+    await buffer.add(event, session)

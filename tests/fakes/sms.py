@@ -1,4 +1,4 @@
-"""A generic SMS provider over HTTP, speaking the contract of `traza.outbound.sms`."""
+"""A generic SMS provider over HTTP, speaking the contract of `traza.channels.sms`."""
 
 from __future__ import annotations
 

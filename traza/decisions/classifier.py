@@ -11,31 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import prompts
 from traza.decisions import entities, judgment, language
 from traza.decisions.textmodel import NO_INTENT, TextModel, fold
 from traza.rules.schema import JudgmentPolicy
 
-Intent = Literal[
-    "greeting",
-    "thanks",
-    "goodbye",
-    "application_status",
-    "interview",
-    "job_info",
-    "provide_info",
-    "salary",
-    "media",
-    "location",
-    "contact_card",
-    "flow_completed",
-    "order",
-    "unsupported",
-    "unknown",
-]
-INTENTS: tuple[str, ...] = get_args(Intent)
 OptOut = Literal["act", "ask"]
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document"})
 KIND_INTENTS = {

@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field, SecretStr
 
 import prompts
 from traza import metrics
-from traza.decisions.classifier import INTENTS, Classification, Intent
+from traza.decisions.classifier import Classification
+from traza.rules.schema import INTENTS, Intent
 from traza.settings import get_settings
 
 MAX_TOOL_ROUNDS = 3

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza import trace
+from traza.db.queue import PROCESS_CONVERSATION, TURN_QUEUE, conversation_lock
 from traza.ingest import effects
 from traza.ingest.payload import (
     SILENT_TYPES,
@@ -25,7 +26,6 @@ from traza.ingest.payload import (
     StatusUpdate,
     clean_text,
 )
-from traza.jobs.queues import PROCESS_CONVERSATION, TURN_QUEUE, conversation_lock
 
 # Order in which statuses may replace each other; `failed` is terminal.
 STATUS_RANK = {
@@ -180,7 +180,7 @@ APPLY_STATUS = text(
 # The hot path: one customer message from a known business number, by phone number.
 # Everything `store_webhook` does for it — raw body, contact, open conversation, message,
 # trace event, turn job — in one statement, so the acknowledgement costs one round trip.
-# The job's lock is spelled as `traza.jobs.queues.conversation_lock` spells it.
+# The job's lock is spelled as `traza.db.queue.conversation_lock` spells it.
 STORE_ONE_MESSAGE = text(
     """
     WITH ev AS (

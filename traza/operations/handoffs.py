@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import prompts
 from traza import clock, trace
 from traza.db.models import Agent, AgentTeam, Conversation, Handoff, Note, Team
-from traza.jobs.defer import defer_in
+from traza.db.queue import defer_in
 from traza.operations import csat, sla
 from traza.operations.agents import OperationsError
 from traza.outbound.outbox import queue_message

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
 from traza.db.models import Handoff, SlaTimer
-from traza.jobs.defer import cancel_in, defer_in
+from traza.db.queue import cancel_in, defer_in
 from traza.rules.hours import BusinessHours
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Metric, Sla

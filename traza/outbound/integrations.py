@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from traza import trace
 from traza.db.engine import session_scope
 from traza.db.models import IntegrationCall
-from traza.jobs.defer import defer_in
+from traza.db.queue import defer_in
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Integration
 

@@ -1,7 +1,9 @@
 """The outbox: graph nodes write what to say here; the sender job delivers it.
 
 An outbound message is a `messages` row with `direction='out'`, unique on its
-idempotency key, so a retried turn can never queue the same reply twice.
+idempotency key, so a retried turn can never queue the same reply twice. Having queued
+a row, the writer asks for its delivery (`request_delivery`): inside a turn the turn's
+own job delivers right after the graph run; elsewhere a delivery job is queued.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza import trace
+from traza.db import queue
+from traza.trace.buffer import current_scope
 
 QUEUE = text(
     """
@@ -62,3 +66,16 @@ async def queue_message(
             message_id=message_id,
         )
     return message_id
+
+
+async def request_delivery(conversation_id: int, *, delay: float = 0) -> None:
+    """Ask for the conversation's outbox to be delivered (after the caller commits).
+
+    Inside a worker turn the turn's own job delivers right after the graph run (no
+    second job); everywhere else a `deliver_outbox` job is queued.
+    """
+    scope = current_scope()
+    if scope is not None:
+        scope.deliveries.add(conversation_id)
+        return
+    await queue.defer_delivery(conversation_id, delay=delay)

@@ -29,27 +29,27 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import trace
+from traza.channels.base import (
+    OUTSIDE_WINDOW,
+    UNREACHABLE,
+    Button,
+    OutputChannel,
+    SendError,
+    TemplateParams,
+    validate_buttons,
+    validate_list,
+)
+from traza.channels.email import EmailChannel, subject_for
+from traza.channels.local import LocalOutboxChannel
+from traza.channels.sms import SmsChannel
+from traza.channels.whatsapp import WhatsAppChannel
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
 from traza.db import locks, outage
 from traza.db.engine import direct, run, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Candidate, Contact, Conversation, Inbox, Message, MessageStatus
 from traza.ingest.store import apply_stored_statuses
-from traza.outbound.channels import (
-    OUTSIDE_WINDOW,
-    UNREACHABLE,
-    Button,
-    LocalOutboxChannel,
-    OutputChannel,
-    SendError,
-    TemplateParams,
-    WhatsAppChannel,
-    validate_buttons,
-    validate_list,
-)
-from traza.outbound.email import EmailChannel, subject_for
 from traza.outbound.outbox import queue_message
-from traza.outbound.sms import SmsChannel
 from traza.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -38,9 +38,9 @@ from traza.db.models import (
     Team,
     Vacancy,
 )
+from traza.db.storable import refuse_unstorable
 from traza.recruiting import followups
 from traza.recruiting.agents import Agent, active_agents
-from traza.storable import refuse_unstorable
 
 EventType = Literal[
     "application.created",

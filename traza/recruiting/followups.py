@@ -16,6 +16,7 @@ are its fallback plan, used by the sender if the first turns out unreachable.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ from sqlalchemy.sql.elements import TextClause
 from traza import clock, trace
 from traza.db.engine import direct, run, session_scope
 from traza.db.models import Application, Candidate, Contact, FollowUp, Interview, Vacancy
-from traza.jobs.defer import cancel_in, defer_in
+from traza.db.queue import cancel_in, defer_in
+from traza.outbound.sender import address_of, unavailable
 from traza.recruiting.agents import Agent, active_agents, next_contact_time
+from traza.recruiting.messages import placeholders
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +109,6 @@ async def schedule(
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)
 
 
@@ -291,15 +292,50 @@ async def _update(conn: psycopg.AsyncConnection[Any], followup_id: int, **values
     await run(conn, _update_sql(tuple(values)), {"id": followup_id, **values})
 
 
-async def fire(followup_id: int) -> str:
-    """Run a follow-up's job: re-check, wait for contact hours, or send through the graph."""
+@dataclass(frozen=True)
+class Alert:
+    """The team must be told: hand the conversation to humans (`services.turns.hand_over`)."""
+
+    conversation_id: int
+    rule: str
+    reason: str
+    created_by: str
+
+
+@dataclass(frozen=True)
+class Send:
+    """The follow-up is due and allowed: the graph writes, checks and queues it."""
+
+    conversation_id: int
+    thread_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What a follow-up's due time decided (`prepare`); the service carries it out."""
+
+    done: str | None = None
+    """The outcome when nothing is left to do (or only `alert`)."""
+    alert: Alert | None = None
+    send: Send | None = None
+
+
+async def prepare(followup_id: int) -> Firing:
+    """A follow-up's due time: re-check, wait for contact hours, or say what to send.
+
+    Every check and every write of the follow-up's row happens here, in one transaction;
+    `traza.services.followups.fire` then runs the turn that sends it.
+    """
     agents = active_agents()
     # psycopg directly (one transaction, detached objects): this runs for every follow-up.
     async with direct() as conn, conn.transaction():
         loaded = await _load(conn, followup_id)
         followup = loaded.followup if loaded else None
         if loaded is None or followup is None or followup.status != "scheduled":
-            return f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
+            return Firing(
+                done=f"follow-up {followup_id} is {followup.status if followup else 'gone'}"
+            )
         now = clock.now()
         if followup.due_at > now:  # early (a re-armed job, clock skew): wait again
             job_id = await defer_in(
@@ -309,7 +345,7 @@ async def fire(followup_id: int) -> str:
                 delay=clock.delay_until(followup.due_at),
             )
             await _update(conn, followup.id, job_id=job_id)
-            return f"follow-up {followup_id} not due yet"
+            return Firing(done=f"follow-up {followup_id} not due yet")
         candidate = loaded.candidate
         agent = agents.get(followup.agent)
         cid = loaded.conversation_id
@@ -327,7 +363,7 @@ async def fire(followup_id: int) -> str:
                     "reason": verdict[1],
                 },
             )
-            return f"follow-up {followup_id} {verdict[0]}: {verdict[1]}"
+            return Firing(done=f"follow-up {followup_id} {verdict[0]}: {verdict[1]}")
         assert agent is not None
         local = now.astimezone(ZoneInfo(candidate.timezone))
         opens = next_contact_time(agent, local)
@@ -353,7 +389,7 @@ async def fire(followup_id: int) -> str:
                     "until": opens.isoformat(),
                 },
             )
-            return f"follow-up {followup_id} deferred to {opens.isoformat()}"
+            return Firing(done=f"follow-up {followup_id} deferred to {opens.isoformat()}")
         if followup.trigger == "interview_unconfirmed":
             alert = agent.trigger("interview_unconfirmed").alert
             await _update(
@@ -376,16 +412,15 @@ async def fire(followup_id: int) -> str:
                 conn, agent, candidate, loaded=loaded, fired=(followup.id, now)
             )
     if followup.trigger == "interview_unconfirmed":
+        told: Alert | None = None
         if cid is not None and agent.trigger("interview_unconfirmed").alert == "handoff":
-            from traza.conversations.turns import hand_over
-
-            await hand_over(
-                cid,
+            told = Alert(
+                conversation_id=cid,
                 rule="interview-unconfirmed",
                 reason="the candidate has not confirmed tomorrow's interview",
                 created_by=actor(agent.name),
             )
-        return f"follow-up {followup_id}: team alerted"
+        return Firing(done=f"follow-up {followup_id}: team alerted", alert=told)
     if opened is None:
         reason = (
             "no WhatsApp contact: every follow-up, on any channel, lives in the candidate's "
@@ -393,20 +428,11 @@ async def fire(followup_id: int) -> str:
             if candidate.contact_id is None
             else "no way to reach the candidate"
         )
-        return await _finish(followup_id, "skipped", reason)
-    from traza.conversations.turns import run_followup
-
-    message_id, marked = await run_followup(*opened, payload)
-    if message_id is None:
-        return await _finish(followup_id, "skipped", "not sent (see the conversation's trace)")
-    if marked:  # the statement that queued the message marked the follow-up sent
-        return f"follow-up {followup_id} sent"
-    return await _finish(
-        followup_id, "sent", None, message_id=message_id, channel=payload["channels"][0]
-    )
+        return Firing(done=await finish(followup_id, "skipped", reason))
+    return Firing(send=Send(conversation_id=opened[0], thread_id=opened[1], payload=payload))
 
 
-async def _finish(
+async def finish(
     followup_id: int,
     status: str,
     reason: str | None,
@@ -414,6 +440,7 @@ async def _finish(
     message_id: int | None = None,
     channel: str | None = None,
 ) -> str:
+    """Write a follow-up's final status (and the message that carried it)."""
     async with session_scope() as session:
         await session.execute(
             update(FollowUp)
@@ -431,8 +458,6 @@ def channel_plan(
     When none can reach the candidate, the agent's first channel stays, so the sender
     records why the message could not go.
     """
-    from traza.outbound.sender import address_of, unavailable
-
     plan: list[str] = []
     not_now: dict[str, str] = {}
     for channel in agent.channels:
@@ -556,8 +581,6 @@ async def _payload(
     conn: psycopg.AsyncConnection[Any], loaded: _Loaded, agent: Agent
 ) -> dict[str, Any]:
     """What the graph's `write_followup` node needs, read once here."""
-    from traza.recruiting.messages import placeholders
-
     followup, candidate = loaded.followup, loaded.candidate
     application, vacancy, interview = loaded.application, loaded.vacancy, loaded.interview
     if vacancy is None and followup.trigger == "reactivation":  # invite to the newest vacancy

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -302,6 +302,28 @@ class JudgmentPolicy(_Strict):
         return self.thresholds.get(head, DEFAULT_THRESHOLDS.get(head, 0.5))
 
 
+# The intents a routing rule may name: what the judgment model (and a configured model)
+# says a turn is about (`traza.decisions.classifier`).
+Intent = Literal[
+    "greeting",
+    "thanks",
+    "goodbye",
+    "application_status",
+    "interview",
+    "job_info",
+    "provide_info",
+    "salary",
+    "media",
+    "location",
+    "contact_card",
+    "flow_completed",
+    "order",
+    "unsupported",
+    "unknown",
+]
+INTENTS: tuple[str, ...] = get_args(Intent)
+
+
 HEADS = (
     "wants_human",
     "negotiation",
@@ -340,16 +362,9 @@ class Rules(_Strict):
     judgment: JudgmentPolicy = JudgmentPolicy()
 
 
-def _intents() -> tuple[str, ...]:
-    from traza.decisions.classifier import INTENTS
-
-    return INTENTS
-
-
 def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[Any, ...], str]]:
     """Cross-references that pydantic cannot check: (path in the file, problem)."""
     problems: list[tuple[tuple[Any, ...], str]] = []
-    INTENTS = _intents()  # noqa: N806
     prios = set(rules.priorities)
 
     def team(path: tuple[Any, ...], name: str | None) -> None:

@@ -13,13 +13,14 @@ from langgraph.runtime import Runtime
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import RECENT_WINDOW, ConversationState
-from graphs.conversation.tracing import flush, record_step
+from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
-from traza.jobs.tasks import schedule_delivery
 from traza.operations import handoffs
+from traza.outbound.outbox import request_delivery
 from traza.rules import active
+from traza.trace.buffer import flush
 
 
 async def hand_off_to_human(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -51,7 +52,7 @@ async def hand_off_to_human(state: ConversationState, runtime: Runtime[Context])
                 started=started,
             )
     if created:
-        await schedule_delivery(cid)
+        await request_delivery(cid)
     said = [
         {"who": "customer", "type": i.get("type"), "text": i.get("text")}
         for i in state.get("turn") or []

@@ -13,18 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import prompts
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import flush, record_step
+from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import session_scope
 from traza.db.models import Contact, Conversation
 from traza.decisions.routing import OPT_OUT_KEEP, OPT_OUT_STOP
-from traza.jobs.tasks import schedule_delivery
 from traza.operations import csat
 from traza.outbound.integrations import queue_call
-from traza.outbound.outbox import queue_message
+from traza.outbound.outbox import queue_message, request_delivery
 from traza.recruiting.interviews import confirm_interview
 from traza.rules import active
+from traza.trace.buffer import flush
 
 
 async def _locked_contact(session: AsyncSession, conversation_id: int) -> Contact:
@@ -187,7 +187,7 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
             started=started,
         )
     if queued:
-        await schedule_delivery(cid)
+        await request_delivery(cid)
     opted_out = state.get("opted_out", False)
     if action == "opt_out":
         opted_out = True

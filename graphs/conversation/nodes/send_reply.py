@@ -11,10 +11,11 @@ from sqlalchemy import text
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import current_scope, run_position
+from graphs.conversation.tracing import run_position
 from traza import trace
 from traza.db.engine import direct, run
-from traza.jobs.tasks import schedule_delivery
+from traza.outbound.outbox import request_delivery
+from traza.trace.buffer import current_scope
 
 # One statement: the outbox row (unique on its key, so a retried turn queues nothing new),
 # "these messages are answered", the follow-up it carries marked sent, and the turn's
@@ -107,5 +108,5 @@ async def send_reply(state: ConversationState, runtime: Runtime[Context]) -> dic
         del scope.events[: len(buffered)]
         if message_id is not None:
             scope.queued[key] = message_id
-    await schedule_delivery(cid)
+    await request_delivery(cid)
     return {"turn": [], "followup": None}

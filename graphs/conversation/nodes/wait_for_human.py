@@ -15,14 +15,14 @@ from sqlalchemy import update
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
-from graphs.conversation.tracing import flush, record_step
+from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.db.engine import session_scope
 from traza.db.models import Conversation
-from traza.jobs.tasks import schedule_delivery
 from traza.operations import handoffs
-from traza.outbound.outbox import queue_message
+from traza.outbound.outbox import queue_message, request_delivery
 from traza.rules import active
+from traza.trace.buffer import flush
 
 
 def human_interrupt(state: ConversationState) -> dict[str, Any]:
@@ -141,7 +141,7 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
                 .values(owner_agent=agent)
             )
     if text or ends:
-        await schedule_delivery(cid)
+        await request_delivery(cid)
     if ends:
         return {"resumes": resumes + 1, "owner": "bot", "handoff_id": None, "draft": None}
     return {"resumes": resumes + 1, "owner": "human", "draft": None}

@@ -13,15 +13,19 @@ from langgraph.types import Command
 from sqlalchemy import text
 
 from graphs.conversation.context import Context
-from graphs.conversation.tracing import flush, turn_scope
 from traza import clock, trace
 from traza.conversations import repository as repo
-from traza.db import locks
+from traza.db import locks, queue
 from traza.db.engine import autocommit, session_scope
 from traza.db.locks import advisory_lock
 from traza.db.models import Conversation
-from traza.runtime import conversation_graph, thread_config
+from traza.operations.assignment import give
+from traza.operations.handoffs import customer_waiting
+from traza.outbound.sender import RetryLater, deliver
+from traza.rules import active
+from traza.services.runtime import conversation_graph, thread_config
 from traza.settings import get_settings
+from traza.trace.buffer import flush, turn_scope
 
 RETRY_DELAY_SECONDS = 2.0  # first retry of a send that failed inside the turn
 
@@ -92,9 +96,6 @@ async def run_turn(conversation_id: int) -> str:
 
 async def _hold_for_human(conversation_id: int, ids: list[int]) -> str:
     """A human owns the conversation: record the messages on the handoff; the bot is silent."""
-    from traza.operations.handoffs import customer_waiting
-    from traza.rules import active
-
     rules = await active.current()
     async with session_scope() as session:
         handoff = await repo.open_handoff(session, conversation_id)
@@ -116,17 +117,14 @@ async def deliver_now(conversation_id: int, queued_for: set[int]) -> None:
 
     A transient failure, or messages for another conversation, become delivery jobs.
     """
-    from traza.jobs.tasks import schedule_delivery
-    from traza.outbound.sender import RetryLater, deliver
-
     for cid in sorted(queued_for):
         if cid != conversation_id:
-            await schedule_delivery(cid)
+            await queue.defer_delivery(cid)
             continue
         try:
             await deliver(cid, locked=True)
         except RetryLater:
-            await schedule_delivery(cid, delay=RETRY_DELAY_SECONDS)
+            await queue.defer_delivery(cid, delay=RETRY_DELAY_SECONDS)
 
 
 async def waiting_interrupts(thread_id: str) -> list[Any]:
@@ -182,8 +180,6 @@ async def hand_over(
     Runs the graph's own handoff path (as if routing had chosen a human), so the handoff,
     the owner change and the wait are the same as for a routed handoff.
     """
-    from traza.operations.assignment import give
-
     async with conversation_lock(conversation_id):
         async with session_scope() as session:
             conversation = await session.get(Conversation, conversation_id)

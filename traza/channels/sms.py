@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from traza.outbound.channels import PlainTextChannel, SendError, post_json
+from traza.channels.base import PlainTextChannel, SendError, post_json
 from traza.settings import Settings
 
 RATE_LIMITED_STATUS = 429

@@ -6,9 +6,9 @@ import logging
 
 from procrastinate import JobContext
 
-from traza.jobs.app import app
-from traza.jobs.defer import OPS_QUEUE
+from traza.db.queue import OPS_QUEUE, app
 from traza.recruiting import followups
+from traza.services.followups import fire
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 @app.task(name=followups.FIRE_TASK, queue=OPS_QUEUE, pass_context=True)
 async def fire_followup(context: JobContext, followup_id: int) -> None:
     """A follow-up's due time: re-check, then send (or record why not)."""
-    log.info(await followups.fire(followup_id))
+    log.info(await fire(followup_id))
 
 
 @app.periodic(cron="*/15 * * * *", periodic_id="reactivations")

@@ -19,6 +19,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from graphs.conversation.context import Context
+from graphs.conversation.graph import build
 from graphs.conversation.state import ConversationState
 
 
@@ -103,8 +104,6 @@ def replay_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """Today's conversation graph with recorders for effects; no checkpointer."""
     global _graph
     if _graph is None:
-        from graphs.conversation.graph import build
-
         _graph = build(
             load_context=replay_context,
             send_reply=record_send,

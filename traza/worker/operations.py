@@ -1,6 +1,6 @@
 """Jobs of human operations: assignment rounds, SLA timers and integration calls.
 
-All three are queued inside the transaction that decides them (`traza.jobs.defer`);
+All three are queued inside the transaction that decides them (`traza.db.queue`);
 each re-reads its row when it runs, so a duplicate or late job does nothing.
 """
 
@@ -12,8 +12,7 @@ from procrastinate import JobContext
 
 from traza import clock
 from traza.db.engine import session_scope
-from traza.jobs.app import app
-from traza.jobs.defer import OPS_QUEUE
+from traza.db.queue import OPS_QUEUE, app
 from traza.operations import assignment, breaches, sla
 from traza.operations.handoffs import ASSIGN_TASK, queue_assignment
 from traza.outbound import integrations

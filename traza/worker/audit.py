@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from traza import trace
 from traza.audit import trail
-from traza.jobs.app import app
-from traza.jobs.defer import OPS_QUEUE
+from traza.db.queue import OPS_QUEUE, app
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from langgraph.graph.state import CompiledStateGraph
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from graphs.conversation.graph import builder
 from traza.db.engine import database_dsn
 from traza.settings import get_settings
 
@@ -26,8 +27,6 @@ async def conversation_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
         return _graph
     async with _lock:
         if _graph is None:
-            from graphs.conversation.graph import builder
-
             _pool = AsyncConnectionPool(
                 conninfo=database_dsn(),
                 min_size=1,

@@ -1,6 +1,9 @@
 """Where the trace is written: one row per step, with actor, reason, duration, checkpoint.
 
-Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`.
+Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`. Statements that
+must write an event in the same round trip as their own row (the webhook's store, the
+sender) embed `EVENT_COLUMNS` in their CTE; everything else calls `record` or
+`write_events`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ RECORD = text(
     "thread_id, step, llm) VALUES (:conversation_id, :kind, :actor, CAST(:data AS jsonb), "
     ":duration_ms, :message_id, :thread_id, :step, :llm)"
 )
+
+
+async def write_events(
+    session: AsyncSession | AsyncConnection, events: list[dict[str, Any]]
+) -> None:
+    """Write many events (dicts of `TraceEvent` columns) in the caller's transaction, one INSERT."""
+    if events:
+        await session.execute(insert(TraceEvent), events)
 
 
 async def record(

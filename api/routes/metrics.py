@@ -1,6 +1,6 @@
 """Prometheus metrics exported at `/metrics`.
 
-The exposition joins three sources (see `traza.metrics`):
+The exposition joins three sources (see `traza.metrics` and `traza.db.counters`):
 
 - this process's metrics (webhook counters and ack latency below, model calls, job
   lateness) — or, when `PROMETHEUS_MULTIPROC_DIR` is set, those of every process of the
@@ -16,38 +16,16 @@ unset, `/metrics` is open, as Prometheus endpoints usually are.
 from __future__ import annotations
 
 import hmac
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import SettingsDep
-from traza.metrics import DATABASE, DATABASE_REGISTRY
-
-WEBHOOK_REQUESTS = Counter("traza_webhook_requests_total", "Webhook POSTs by outcome", ["outcome"])
-MESSAGES_IN = Counter("traza_messages_in_total", "Inbound messages stored (new)")
-DUPLICATES = Counter("traza_messages_duplicate_total", "Inbound deliveries already stored")
-STATUSES = Counter("traza_statuses_total", "Status updates stored (new)")
-ACK_SECONDS = Histogram(
-    "traza_webhook_ack_seconds",
-    "Time to acknowledge a webhook POST",
-    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
-)
+from traza.db.counters import DATABASE, DATABASE_REGISTRY
+from traza.metrics import process_registry
 
 router = APIRouter(tags=["health"])
-
-
-def process_registry() -> CollectorRegistry:
-    """This process's metrics, or every process's in multiprocess mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
-    return REGISTRY
 
 
 @router.get(

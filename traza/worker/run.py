@@ -35,10 +35,11 @@ from procrastinate import exceptions, utils
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate import worker as procrastinate_worker
 
-from traza import runtime
 from traza.db import engine, outage
-from traza.jobs.app import app
+from traza.db.queue import app
+from traza.services import runtime
 from traza.settings import get_settings
+from traza.worker.tasks import recover
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +309,6 @@ async def run_worker(*, name: str, concurrency: int, **options: Any) -> None:
 
     Jobs of workers that died (kill -9, a lost machine) are retried first.
     """
-    from traza.jobs.tasks import recover
-
     outage.after_outage(engine.drop_dead_connections)
     outage.after_outage(runtime.drop_dead_connections)
     settings = get_settings()

@@ -21,7 +21,7 @@ from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 
-from traza.outbound.channels import PlainTextChannel, SendError
+from traza.channels.base import PlainTextChannel, SendError
 from traza.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 30.0

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import text
 
 from traza.db.engine import autocommit
-from traza.replay.runner import ReplayError
-from traza.runtime import conversation_graph, thread_config
+from traza.replay.recorded import ReplayError
+from traza.services.runtime import conversation_graph, thread_config
 
 
 @dataclass
