@@ -23,6 +23,7 @@ from traza import trace
 from traza.db.engine import get_sessionmaker, session_scope
 from traza.operations.agents import ADMIN, Operator, authenticate, is_admin_key
 from traza.settings import Settings, get_settings
+from traza.trace import kinds
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
@@ -116,7 +117,7 @@ async def deny(
         await trace.record(
             session,
             conversation_id=conversation_id,
-            kind="access.denied",
+            kind=kinds.ACCESS_DENIED,
             actor=(trace.system if operator.is_integration else trace.human)(operator.name),
             data={
                 "method": request.method,

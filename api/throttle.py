@@ -32,10 +32,11 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from traza import trace
 from traza.db.engine import session_scope
 from traza.settings import get_settings
+from traza.trace import kinds
 
 log = logging.getLogger(__name__)
 
-THROTTLED = "access.throttled"
+THROTTLED = kinds.ACCESS_THROTTLED
 _PREFIX = re.compile(r"^trz_([A-Za-z0-9]{1,32})_")
 
 

@@ -15,17 +15,16 @@ from graphs.conversation.routing import (
 )
 from traza.decisions import judgment, language
 from traza.decisions.classifier import (
-    INTENTS,
     Classification,
     classify_turn,
     combine,
     signals_from_scores,
 )
 from traza.decisions.guardrails import check_reply
-from traza.decisions.llm import ClassificationOutput, Intent
+from traza.decisions.llm import ClassificationOutput
 from traza.decisions.routing import OPT_OUT_KEEP, OPT_OUT_STOP, RoutingInputs, decide
 from traza.rules.loader import RulesError, defaults, parse
-from traza.rules.schema import JudgmentPolicy
+from traza.rules.schema import INTENTS, Intent, JudgmentPolicy
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,6 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tools.candidate import (
-    ACTIVE,
     ToolRefused,
     interview_view,
     local,
@@ -45,10 +44,12 @@ from tools.candidate import (
 )
 from traza import clock
 from traza.db.models import Application, Interview, Interviewer
-from traza.recruiting import followups
+from traza.recruiting import followups, interviews
 from traza.recruiting.events import plan_interview_reminders
+from traza.recruiting.interviews import ACTIVE
 from traza.rules.hours import BusinessHours
 from traza.rules.schema import Hours
+from traza.trace import kinds
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ async def book_interview(
     await session.flush()
     await plan_interview_reminders(session, application, interview, now)
     view = interview_view(interview, zone)
-    await record_step(session, candidate_id, kind="tool.book_interview", actor=actor, data=view)
+    await record_step(session, candidate_id, kind=kinds.TOOL_BOOK_INTERVIEW, actor=actor, data=view)
     return {"booked": True, **view}
 
 
@@ -354,29 +355,19 @@ async def confirm_interview(
     """The candidate confirms they will attend (status `confirmed`, `confirmed_at`)."""
     candidate = await own_candidate(session, candidate_id)
     interview = await own_interview(session, candidate_id, interview_id, for_update=True)
-    zone = zone_of(candidate)
-    if interview.status not in ACTIVE:
-        raise ToolRefused(f"interview {interview_id} is {interview.status}")
-    now = clock.now()
-    if interview.ends_at <= now:
-        raise ToolRefused(f"interview {interview_id} already took place")
-    if interview.status != "confirmed":
-        interview.status, interview.confirmed_at, interview.updated_at = "confirmed", now, now
-        await session.flush()
-        await followups.cancel(
-            session,
-            "the candidate confirmed",
-            triggers=("interview_unconfirmed",),
-            interview_id=interview.id,
-        )
+    try:
+        confirmed_now = await interviews.confirm(session, interview)
+    except interviews.NotConfirmable as exc:
+        raise ToolRefused(str(exc)) from exc
+    if confirmed_now:
         await record_step(
             session,
             candidate_id,
-            kind="tool.confirm_interview",
+            kind=kinds.TOOL_CONFIRM_INTERVIEW,
             actor=actor,
             data={"interview_id": interview.id},
         )
-    return {"confirmed": True, **interview_view(interview, zone)}
+    return {"confirmed": True, **interview_view(interview, zone_of(candidate))}
 
 
 async def reschedule_interview(
@@ -431,7 +422,7 @@ async def reschedule_interview(
     await record_step(
         session,
         candidate_id,
-        kind="tool.reschedule_interview",
+        kind=kinds.TOOL_RESCHEDULE_INTERVIEW,
         actor=actor,
         data={**view, "previous_starts_at": before},
     )

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from traza import clock, trace
 from traza.db.models import Application, Candidate, Interview, Vacancy
 from traza.recruiting.followups import conversation_of
+from traza.recruiting.interviews import ACTIVE
 from traza.settings import get_settings
+from traza.trace import kinds
 
-ACTIVE = ("scheduled", "confirmed", "rescheduled")
 """Interview statuses that hold a slot and that the candidate may still act on."""
 
 SAFE_FIELDS = frozenset({"email", "city", "years_experience", "availability", "cv_url", "linkedin"})
@@ -298,7 +299,7 @@ async def record_data(
     await record_step(
         session,
         candidate_id,
-        kind="tool.record_data",
+        kind=kinds.TOOL_RECORD_DATA,
         actor=actor,
         data={"recorded": recorded, "refused": refused},
     )

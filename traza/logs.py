@@ -251,7 +251,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
 
 def uvicorn_log_config(fmt: str = "text") -> dict[str, Any]:
     """Uvicorn's default logging through traza's masking formatters (text or JSON)."""
-    from uvicorn.config import LOGGING_CONFIG
+    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415  (uvicorn: only when serving)
 
     config = copy.deepcopy(LOGGING_CONFIG)
     formatters = config["formatters"]

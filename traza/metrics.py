@@ -73,7 +73,7 @@ def process_registry() -> CollectorRegistry:
     """This process's metrics, or every process's in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Imported only in multiprocess mode: it reads the environment when imported.
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # noqa: PLC0415
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

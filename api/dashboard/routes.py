@@ -26,7 +26,7 @@ from api.routes import handoffs as handoffs_api
 from api.schemas import TransferRequest
 from api.throttle import throttle_of
 from traza.db.engine import get_sessionmaker
-from traza.db.models import Agent, AgentTeam, Candidate, Contact, Conversation, Handoff, Team
+from traza.db.models import HumanAgent, AgentTeam, Candidate, Contact, Conversation, Handoff, Team
 from traza.operations.handoffs import OPEN
 from traza.recruiting.agents import active_agents
 from traza.reports.monitor import follow_up_monitor
@@ -259,11 +259,11 @@ async def agent_monitor(page: SignedIn, name: str, period: str = "30d") -> Respo
 async def _transfer_options(db: Any) -> dict[str, Any]:
     teams = list((await db.execute(select(Team.name).order_by(Team.name))).scalars())
     rows = await db.execute(
-        select(Agent.name, Team.name)
-        .join(AgentTeam, AgentTeam.agent_id == Agent.id)
+        select(HumanAgent.name, Team.name)
+        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
         .join(Team, Team.id == AgentTeam.team_id)
-        .where(Agent.disabled_at.is_(None), Agent.role != "integration")
-        .order_by(Agent.name, Team.name)
+        .where(HumanAgent.disabled_at.is_(None), HumanAgent.role != "integration")
+        .order_by(HumanAgent.name, Team.name)
     )
     return {"teams": teams, "agents": [(a, team) for a, team in rows]}
 

@@ -18,16 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dashboard.i18n import Language, Translator, has
 from api.routes.conversations import _checkpoints_by_step
-from traza.conversations import repository as repo
 from traza.db.models import Conversation, Message, TraceEvent
+from traza.trace import kinds, reader
 
 # The facts worth a line, per kind, in this order; other kinds show every plain value.
 FIELDS: dict[str, tuple[str, ...]] = {
-    "message.received": ("type",),
-    "message.queued": ("type",),
-    "message.sent": ("channel", "by"),
-    "message.status": ("status", "error_code", "error_title"),
-    "turn.started": ("owner",),
+    kinds.MESSAGE_RECEIVED: ("type",),
+    kinds.MESSAGE_QUEUED: ("type",),
+    kinds.MESSAGE_SENT: ("channel", "by"),
+    kinds.MESSAGE_STATUS: ("status", "error_code", "error_title"),
+    kinds.TURN_STARTED: ("owner",),
     "classification": (
         "intent",
         "confidence",
@@ -37,7 +37,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "frustration",
         "wants_human",
     ),
-    "routing.decision": (
+    kinds.ROUTING_DECISION: (
         "route",
         "rule",
         "reason",
@@ -47,18 +47,18 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "action",
         "rules_version",
     ),
-    "reply.drafted": ("source", "template", "language"),
-    "reply.sent_to_outbox": (),
-    "guardrail.verdict": ("allowed", "policies", "reason", "source", "blocked_text"),
-    "handoff.created": ("rule", "reason", "team", "priority", "out_of_hours"),
-    "owner.changed": ("from", "to"),
-    "handoff.assigned": ("agent", "rule"),
-    "handoff.claimed": ("agent",),
-    "handoff.accepted": (),
-    "handoff.transferred": ("from_team", "to_team", "from_agent", "to_agent"),
-    "handoff.resumed": ("response_type", "return_to_bot"),
-    "note.added": ("body",),
-    "access.denied": ("reason",),
+    kinds.REPLY_DRAFTED: ("source", "template", "language"),
+    kinds.REPLY_SENT_TO_OUTBOX: (),
+    kinds.GUARDRAIL_VERDICT: ("allowed", "policies", "reason", "source", "blocked_text"),
+    kinds.HANDOFF_CREATED: ("rule", "reason", "team", "priority", "out_of_hours"),
+    kinds.OWNER_CHANGED: ("from", "to"),
+    kinds.HANDOFF_ASSIGNED: ("agent", "rule"),
+    kinds.HANDOFF_CLAIMED: ("agent",),
+    kinds.HANDOFF_ACCEPTED: (),
+    kinds.HANDOFF_TRANSFERRED: ("from_team", "to_team", "from_agent", "to_agent"),
+    kinds.HANDOFF_RESUMED: ("response_type", "return_to_bot"),
+    kinds.NOTE_ADDED: ("body",),
+    kinds.ACCESS_DENIED: ("reason",),
 }
 # Identifiers that are noise on screen (the API timeline keeps them all).
 NOISE = {
@@ -76,21 +76,21 @@ NOISE = {
 }
 # How a row looks: a customer's words, something said to them, a decision, a warning.
 TONES = {
-    "message.received": "in",
-    "message.queued": "out",
-    "routing.decision": "decision",
+    kinds.MESSAGE_RECEIVED: "in",
+    kinds.MESSAGE_QUEUED: "out",
+    kinds.ROUTING_DECISION: "decision",
     "classification": "decision",
-    "guardrail.verdict": "decision",
-    "handoff.created": "handoff",
-    "handoff.assigned": "handoff",
-    "handoff.claimed": "handoff",
-    "handoff.accepted": "handoff",
-    "handoff.transferred": "handoff",
-    "handoff.resumed": "handoff",
-    "owner.changed": "handoff",
-    "access.denied": "warning",
-    "message.send_failed": "warning",
-    "sla.breached": "warning",
+    kinds.GUARDRAIL_VERDICT: "decision",
+    kinds.HANDOFF_CREATED: "handoff",
+    kinds.HANDOFF_ASSIGNED: "handoff",
+    kinds.HANDOFF_CLAIMED: "handoff",
+    kinds.HANDOFF_ACCEPTED: "handoff",
+    kinds.HANDOFF_TRANSFERRED: "handoff",
+    kinds.HANDOFF_RESUMED: "handoff",
+    kinds.OWNER_CHANGED: "handoff",
+    kinds.ACCESS_DENIED: "warning",
+    kinds.MESSAGE_SEND_FAILED: "warning",
+    kinds.SLA_BREACHED: "warning",
 }
 
 
@@ -218,7 +218,7 @@ async def build(
     session: AsyncSession, conversation: Conversation, t: Translator, language: Language
 ) -> Timeline:
     """Read the conversation's trace and messages and shape them for the page."""
-    events = await repo.trace_events(session, conversation.id)
+    events = await reader.trace_events(session, conversation.id)
     messages = {
         m.id: m
         for m in (
@@ -241,13 +241,13 @@ async def build(
             and event.message_id not in shown_text
             and event.kind
             in (
-                "message.received",
-                "message.queued",
+                kinds.MESSAGE_RECEIVED,
+                kinds.MESSAGE_QUEUED,
             )
         ):
             text = message_text(message)
             shown_text.add(message.id)
-        blocked = event.kind == "guardrail.verdict" and data.get("allowed") is False
+        blocked = event.kind == kinds.GUARDRAIL_VERDICT and data.get("allowed") is False
         rows.append(
             Row(
                 id=event.id,
@@ -271,9 +271,13 @@ async def build(
                 Row(
                     id=0,
                     at=message.created_at,
-                    kind="message.received" if message.direction == "in" else "message.queued",
+                    kind=kinds.MESSAGE_RECEIVED
+                    if message.direction == "in"
+                    else kinds.MESSAGE_QUEUED,
                     title=_title(
-                        "message.received" if message.direction == "in" else "message.queued",
+                        kinds.MESSAGE_RECEIVED
+                        if message.direction == "in"
+                        else kinds.MESSAGE_QUEUED,
                         t,
                         language,
                     ),
@@ -322,7 +326,7 @@ def _decisions(events: list[TraceEvent]) -> list[Decision]:
     out: list[Decision] = []
     for event in events:
         data = event.data or {}
-        if event.kind == "routing.decision":
+        if event.kind == kinds.ROUTING_DECISION:
             out.append(
                 Decision(
                     at=event.at,
@@ -332,7 +336,7 @@ def _decisions(events: list[TraceEvent]) -> list[Decision]:
                     reason=data.get("reason"),
                 )
             )
-        elif event.kind == "guardrail.verdict" and data.get("allowed") is False:
+        elif event.kind == kinds.GUARDRAIL_VERDICT and data.get("allowed") is False:
             out.append(
                 Decision(
                     at=event.at,
@@ -342,7 +346,7 @@ def _decisions(events: list[TraceEvent]) -> list[Decision]:
                     reason=data.get("reason") or ", ".join(data.get("policies") or []),
                 )
             )
-        elif event.kind == "handoff.created" and not event.actor.startswith("bot:"):
+        elif event.kind == kinds.HANDOFF_CREATED and not event.actor.startswith("bot:"):
             out.append(
                 Decision(
                     at=event.at,
@@ -357,7 +361,7 @@ def _decisions(events: list[TraceEvent]) -> list[Decision]:
 
 def _participants(events: list[TraceEvent], messages: Any) -> dict[str, list[str]]:
     found: dict[str, set[str]] = {"bot": set(), "human": set(), "system": set()}
-    acted = [e.actor for e in events if e.kind != "access.denied"]
+    acted = [e.actor for e in events if e.kind != kinds.ACCESS_DENIED]
     for raw in acted + [m.actor for m in messages]:
         actor = Actor.parse(raw)
         if actor.kind in found:

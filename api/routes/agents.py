@@ -19,9 +19,10 @@ from api.schemas import (
 )
 from traza import trace
 from traza.db.engine import session_scope
-from traza.db.models import Agent, AgentTeam, Handoff, Team
+from traza.db.models import HumanAgent, AgentTeam, Handoff, Team
 from traza.operations import agents as ops
 from traza.operations.handoffs import queue_assignment
+from traza.trace import kinds
 
 router = APIRouter(tags=["agents and teams"])
 
@@ -30,7 +31,7 @@ def _unprocessable(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
 
 
-async def _public(session: AsyncSession, agent: Agent) -> AgentPublic:
+async def _public(session: AsyncSession, agent: HumanAgent) -> AgentPublic:
     load = await session.scalar(
         select(func.count())
         .select_from(Handoff)
@@ -50,8 +51,8 @@ async def _public(session: AsyncSession, agent: Agent) -> AgentPublic:
     )
 
 
-async def _agent(session: AsyncSession, agent_id: int) -> Agent:
-    agent = await session.get(Agent, agent_id, with_for_update=True)
+async def _agent(session: AsyncSession, agent_id: int) -> HumanAgent:
+    agent = await session.get(HumanAgent, agent_id, with_for_update=True)
     if agent is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="agent not found")
     return agent
@@ -60,7 +61,7 @@ async def _agent(session: AsyncSession, agent_id: int) -> Agent:
 @router.get("/agents", response_model=list[AgentPublic])
 async def list_agents(session: SessionDep, operator: AdminDep) -> list[AgentPublic]:
     """Every agent with their teams, status and current load."""
-    rows = await session.execute(select(Agent).order_by(Agent.name))
+    rows = await session.execute(select(HumanAgent).order_by(HumanAgent.name))
     return [await _public(session, a) for a in rows.scalars()]
 
 
@@ -91,7 +92,7 @@ async def get_agent(agent_id: RowId, session: SessionDep, operator: AdminDep) ->
     return await _public(session, await _agent(session, agent_id))
 
 
-def _integration_problem(agent: Agent, change: AgentUpdate) -> str | None:
+def _integration_problem(agent: HumanAgent, change: AgentUpdate) -> str | None:
     """Why `change` cannot apply to an integration (or make one); None when it can."""
     if change.role not in (None, agent.role) and ops.INTEGRATION in (change.role, agent.role):
         return "a person's key cannot become an integration's or back: add a new agent"
@@ -104,7 +105,7 @@ def _integration_problem(agent: Agent, change: AgentUpdate) -> str | None:
     return None
 
 
-async def _apply(session: AsyncSession, agent: Agent, change: AgentUpdate, by: str) -> None:
+async def _apply(session: AsyncSession, agent: HumanAgent, change: AgentUpdate, by: str) -> None:
     if problem := _integration_problem(agent, change):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problem)
     if change.teams is not None:
@@ -123,7 +124,7 @@ async def _apply(session: AsyncSession, agent: Agent, change: AgentUpdate, by: s
         await trace.record(
             session,
             conversation_id=None,
-            kind="agent.status",
+            kind=kinds.AGENT_STATUS,
             actor=trace.human(by),
             data={"agent": agent.name, "from": before, "to": change.status},
         )

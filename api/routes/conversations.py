@@ -20,13 +20,13 @@ from api.schemas import (
     ResumeResult,
     TimelineEntry,
 )
-from traza.conversations import repository as repo
 from traza.db.engine import session_scope
 from traza.db.models import Contact, Conversation, Inbox, Message, Note
 from traza.operations import handoffs
 from traza.operations.agents import Operator
 from traza.services import turns
 from traza.services.runtime import conversation_graph, thread_config
+from traza.trace import reader
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -117,7 +117,7 @@ async def list_messages(
 @router.get("/{conversation_id}/timeline", response_model=list[TimelineEntry])
 async def timeline(conversation: VisibleConversation, session: SessionDep) -> list[TimelineEntry]:
     """The trace in order: messages, decisions, verdicts, handoffs, owner changes, sends."""
-    events = await repo.trace_events(session, conversation.id)
+    events = await reader.trace_events(session, conversation.id)
     message_ids = {e.message_id for e in events if e.message_id}
     messages = {
         m.id: MessagePublic.model_validate(m)
@@ -226,7 +226,7 @@ async def _may_answer(
     """Agents answer only handoffs that are unassigned or assigned to them."""
     if operator.role != "agent":
         return
-    handoff = await repo.open_handoff(session, conversation_id)
+    handoff = await handoffs.current_handoff(session, conversation_id)
     handoff_id, assignee = (handoff.id, handoff.assigned_agent) if handoff else (None, None)
     await session.rollback()
     if assignee and assignee != operator.name:
@@ -269,7 +269,7 @@ async def add_note(
     """Add an internal note; it is recorded in the trace and never sent."""
     conversation_id = conversation.id
     async with session_scope() as session:
-        handoff = await repo.open_handoff(session, conversation_id)
+        handoff = await handoffs.current_handoff(session, conversation_id)
         note = await handoffs.add_note(
             session,
             conversation_id=conversation_id,

@@ -22,6 +22,7 @@ from traza.operations.agents import OperationsError, Operator
 from traza.operations.assignment import give
 from traza.rules import active
 from traza.services import turns
+from traza.trace import kinds
 
 router = APIRouter(prefix="/handoffs", tags=["handoffs"])
 OPEN = handoffs.OPEN
@@ -144,7 +145,7 @@ async def claim(handoff: VisibleHandoff, request: Request, operator: OperatorDep
                 locked,
                 operator.name,
                 actor=trace.human(operator.name),
-                kind="handoff.claimed",
+                kind=kinds.HANDOFF_CLAIMED,
             )
         locked.status, locked.accepted_at = "accepted", clock.now()
         await session.flush()
@@ -168,7 +169,7 @@ async def accept(handoff: VisibleHandoff, request: Request, operator: OperatorDe
             await trace.record(
                 session,
                 conversation_id=locked.conversation_id,
-                kind="handoff.accepted",
+                kind=kinds.HANDOFF_ACCEPTED,
                 actor=trace.human(operator.name),
                 data={"handoff_id": locked.id},
             )

@@ -22,6 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from traza import clock, trace
 from traza.audit.chain import ERASED_KIND, REDACTED
 from traza.db.engine import session_scope
+from traza.operations import handoffs
+from traza.recruiting import followups
+from traza.rules import active
 
 ERASED_PREFIX = "erased:"
 ERASED_NAME = "[erased]"
@@ -248,8 +251,6 @@ async def erase_subject(contact_id: int, *, reason: str, by: str) -> dict[str, A
 
     Returns counts of what was erased. Raises `AlreadyErased` the second time.
     """
-    from traza.recruiting import followups
-
     reason = reason.strip()
     if not reason:
         raise ValueError("an erasure needs a reason")
@@ -396,9 +397,6 @@ async def _close_conversations(
     session: AsyncSession, cids: list[int], *, by: str, now: datetime
 ) -> None:
     """Open handoffs end (no CSAT is asked) and open conversations close."""
-    from traza.operations import handoffs
-    from traza.rules import active
-
     rows = await session.execute(
         text(
             "SELECT id FROM handoffs WHERE conversation_id = ANY(:c) "

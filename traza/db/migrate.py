@@ -12,6 +12,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from procrastinate import App, PsycopgConnector
 
 from traza.db.engine import database_dsn, sqlalchemy_url
 
@@ -52,8 +53,6 @@ def server_warnings(dsn: str) -> list[str]:
 
 
 async def _apply_procrastinate_schema(dsn: str) -> None:
-    from procrastinate import App, PsycopgConnector
-
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
         row = await cur.fetchone()

@@ -300,7 +300,7 @@ class Team(Base):
     created_at: Mapped[datetime] = _now()
 
 
-class Agent(Base):
+class HumanAgent(Base):
     """A person who answers conversations (or supervises, or administers), or a system.
 
     Role `integration` is a system such as the ATS: its keys may only post recruiting

@@ -36,12 +36,12 @@ PROCESS_CONVERSATION = "process_conversation"
 DELIVER_OUTBOX = "deliver_outbox"
 
 
-def conversation_lock(conversation_id: int) -> str:
+def turn_job_lock(conversation_id: int) -> str:
     """The procrastinate lock (and queueing lock) that serialises one conversation's turns."""
     return f"conversation:{conversation_id}"
 
 
-def send_lock(conversation_id: int) -> str:
+def send_job_lock(conversation_id: int) -> str:
     """The procrastinate lock (and queueing lock) that delivers one conversation's outbox."""
     return f"send:{conversation_id}"
 
@@ -84,7 +84,7 @@ async def defer_turn(conversation_id: int, *, delay: float) -> bool:
 
     By name: the task (`traza.worker.tasks.process_conversation`) registers on `app`.
     """
-    key = conversation_lock(conversation_id)
+    key = turn_job_lock(conversation_id)
     options: dict[str, Any] = {"queue": TURN_QUEUE, "lock": key, "queueing_lock": key}
     if delay > 0:
         options["schedule_in"] = {"seconds": delay}
@@ -98,7 +98,7 @@ async def defer_turn(conversation_id: int, *, delay: float) -> bool:
 
 async def defer_delivery(conversation_id: int, *, delay: float = 0) -> None:
     """Queue delivery of a conversation's outbox (one waiting job per conversation)."""
-    key = send_lock(conversation_id)
+    key = send_job_lock(conversation_id)
     options: dict[str, Any] = {"queue": SEND_QUEUE, "lock": key, "queueing_lock": key}
     if delay > 0:
         options["schedule_in"] = {"seconds": delay}

@@ -67,7 +67,7 @@ def chat_model(model: str | None = None) -> BaseChatModel | None:
     name = model or settings.traza_llm_model
     if not name or not settings.llm_enabled:
         return None
-    from langchain_openai import ChatOpenAI
+    from langchain_openai import ChatOpenAI  # noqa: PLC0415  (heavy, only with a model)
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
     return ChatOpenAI(

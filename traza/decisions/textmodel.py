@@ -28,6 +28,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -408,7 +409,8 @@ class TextModel:
 
 
 def _vectorizers(params: Params) -> tuple[Any, Any]:
-    from sklearn.feature_extraction.text import TfidfVectorizer  # training only (heavy)
+    # heavy (scikit-learn, ~1 s): training only; inference is hand-written, without it
+    from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415
 
     char = TfidfVectorizer(
         analyzer="char_wb",
@@ -433,8 +435,8 @@ def _vectorizers(params: Params) -> tuple[Any, Any]:
 def train(examples: Sequence[Example], params: Params, *, name: str, version: str) -> TextModel:
     """Fit every head on the examples (deterministic for the same inputs)."""
     # scikit-learn is needed to fit, never to score: imported here, not at module load.
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (training only)
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: PLC0415
 
     started = time.perf_counter()
     char, word = _vectorizers(params)
@@ -499,8 +501,6 @@ def _plain(vocabulary: dict[str, Any]) -> dict[str, int]:
 
 
 def _sklearn_version() -> str:
-    from importlib.metadata import version
-
     return version("scikit-learn")
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza import trace
 from traza.ingest.payload import CallEvent, InboundMessage
+from traza.trace import kinds
 
 EFFECT_TYPES = frozenset({"edit", "revoke", "system", "call_permission", "flow"})
 """Types whose storage changes other rows (they take the transactional store path)."""
@@ -105,7 +106,7 @@ async def apply(conn: AsyncConnection, message: InboundMessage, conversation_id:
         await trace.record(
             conn,
             conversation_id=conversation_id,
-            kind="message.edited",
+            kind=kinds.MESSAGE_EDITED,
             actor=actor,
             data={
                 "original_message_id": content.get("original_message_id"),
@@ -129,7 +130,7 @@ async def apply(conn: AsyncConnection, message: InboundMessage, conversation_id:
         await trace.record(
             conn,
             conversation_id=conversation_id,
-            kind="message.deleted",
+            kind=kinds.MESSAGE_DELETED,
             actor=actor,
             data={"original_message_id": content.get("original_message_id"), "found": bool(row)},
             message_id=row.id if row else None,
@@ -140,7 +141,7 @@ async def apply(conn: AsyncConnection, message: InboundMessage, conversation_id:
         await trace.record(
             conn,
             conversation_id=conversation_id,
-            kind="contact.call_permission",
+            kind=kinds.CONTACT_CALL_PERMISSION,
             actor=actor,
             data={
                 "response": content.get("response"),
@@ -167,7 +168,11 @@ async def _system_change(conn: AsyncConnection, content: dict[str, Any], cid: in
         )
         data["updated"] = changed.first() is not None
     await trace.record(
-        conn, conversation_id=cid, kind="contact.changed", actor=trace.system("whatsapp"), data=data
+        conn,
+        conversation_id=cid,
+        kind=kinds.CONTACT_CHANGED,
+        actor=trace.system("whatsapp"),
+        data=data,
     )
 
 
@@ -185,7 +190,7 @@ async def _flow_completed(conn: AsyncConnection, content: dict[str, Any], cid: i
     await trace.record(
         conn,
         conversation_id=cid,
-        kind="flow.completed",
+        kind=kinds.FLOW_COMPLETED,
         actor=trace.CUSTOMER,
         data={"name": name, "fields": sorted(answers), "stored_on_candidate": stored},
     )
@@ -203,7 +208,7 @@ async def record_call(conn: AsyncConnection, call: CallEvent) -> None:
     await trace.record(
         conn,
         conversation_id=cid,
-        kind="contact.call",
+        kind=kinds.CONTACT_CALL,
         actor=trace.system("whatsapp"),
         data={
             "call_id": call.call_id,

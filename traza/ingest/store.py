@@ -17,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza import trace
-from traza.db.queue import PROCESS_CONVERSATION, TURN_QUEUE, conversation_lock
+from traza.db.engine import autocommit, get_engine
+from traza.db.queue import PROCESS_CONVERSATION, TURN_QUEUE, turn_job_lock
 from traza.ingest import effects
 from traza.ingest.payload import (
     SILENT_TYPES,
@@ -26,6 +27,7 @@ from traza.ingest.payload import (
     StatusUpdate,
     clean_text,
 )
+from traza.trace import kinds
 
 # Order in which statuses may replace each other; `failed` is terminal.
 STATUS_RANK = {
@@ -180,7 +182,7 @@ APPLY_STATUS = text(
 # The hot path: one customer message from a known business number, by phone number.
 # Everything `store_webhook` does for it — raw body, contact, open conversation, message,
 # trace event, turn job — in one statement, so the acknowledgement costs one round trip.
-# The job's lock is spelled as `traza.db.queue.conversation_lock` spells it.
+# The job's lock is spelled as `traza.db.queue.turn_job_lock` spells it.
 STORE_ONE_MESSAGE = text(
     """
     WITH ev AS (
@@ -232,8 +234,6 @@ async def ingest(
     *, body: bytes, signature: str | None, parsed: ParsedPayload, coalesce_seconds: float
 ) -> StoreResult:
     """Store a verified webhook: the one-statement hot path when it fits, else a transaction."""
-    from traza.db.engine import autocommit, get_engine
-
     one = parsed.messages[0] if len(parsed.messages) == 1 else None
     if (
         one is not None
@@ -350,8 +350,6 @@ async def store_flagged(*, body: bytes, signature: str | None, problem: str) -> 
     refused: it is kept raw with its `problem` (for an operator to inspect or re-ingest)
     and acknowledged, and no message or status comes of it.
     """
-    from traza.db.engine import autocommit
-
     async with autocommit() as conn:
         event_id: int = (
             await conn.execute(
@@ -465,7 +463,7 @@ async def _store_message(
             {
                 "cid": conversation_id,
                 "event_id": result.event_id,
-                "lock": conversation_lock(conversation_id),
+                "lock": turn_job_lock(conversation_id),
             }
             | _message_params(message, coalesce_seconds),
         )
@@ -528,7 +526,7 @@ async def apply_status(conn: AsyncConnection, status: StatusUpdate) -> None:
     await trace.record(
         conn,
         conversation_id=updated.conversation_id,
-        kind="message.status",
+        kind=kinds.MESSAGE_STATUS,
         actor=trace.system("whatsapp"),
         data=data,
         message_id=updated.id,

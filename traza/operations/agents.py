@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from traza.db.models import Agent, AgentTeam, ApiKey, DashboardSession, Team
+from traza.db.models import HumanAgent, AgentTeam, ApiKey, DashboardSession, Team
 
 ROLES = ("agent", "supervisor", "admin", "integration")
 INTEGRATION = "integration"
@@ -67,7 +67,7 @@ def new_key() -> tuple[str, str]:
     return f"trz_{prefix}_{secrets.token_urlsafe(24)}", prefix
 
 
-async def issue_key(session: AsyncSession, agent: Agent) -> str:
+async def issue_key(session: AsyncSession, agent: HumanAgent) -> str:
     """Create a key for `agent`; the returned text is never stored or shown again."""
     key, prefix = new_key()
     session.add(ApiKey(agent_id=agent.id, prefix=prefix, key_hash=hash_key(key)))
@@ -129,7 +129,7 @@ async def create_agent(
     role: str = "agent",
     capacity: int = 5,
     email: str | None = None,
-) -> tuple[Agent, str]:
+) -> tuple[HumanAgent, str]:
     """A new agent in `teams` and their first API key."""
     if role not in ROLES:
         raise OperationsError(f"role must be one of {', '.join(ROLES)}")
@@ -139,17 +139,17 @@ async def create_agent(
         if not teams:
             raise OperationsError("an integration needs the team(s) it writes for (--team)")
         capacity = 0  # a system never takes handoffs
-    if await session.scalar(select(Agent.id).where(Agent.name == name)):
+    if await session.scalar(select(HumanAgent.id).where(HumanAgent.name == name)):
         raise OperationsError(f"agent '{name}' already exists")
     ids = await team_ids(session, teams)
-    agent = Agent(name=name, role=role, capacity=capacity, email=email, status="offline")
+    agent = HumanAgent(name=name, role=role, capacity=capacity, email=email, status="offline")
     session.add(agent)
     await session.flush()
     session.add_all(AgentTeam(agent_id=agent.id, team_id=i) for i in ids.values())
     return agent, await issue_key(session, agent)
 
 
-async def set_teams(session: AsyncSession, agent: Agent, teams: list[str]) -> None:
+async def set_teams(session: AsyncSession, agent: HumanAgent, teams: list[str]) -> None:
     """Replace the agent's team memberships."""
     ids = await team_ids(session, teams)
     await session.execute(delete(AgentTeam).where(AgentTeam.agent_id == agent.id))
@@ -167,13 +167,13 @@ async def teams_of(session: AsyncSession, agent_id: int) -> list[str]:
     return list(rows.scalars())
 
 
-async def find_agent(session: AsyncSession, name_or_id: str | int) -> Agent:
+async def find_agent(session: AsyncSession, name_or_id: str | int) -> HumanAgent:
     """An agent by id or name."""
-    query = select(Agent)
+    query = select(HumanAgent)
     if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-        query = query.where(Agent.id == int(name_or_id))
+        query = query.where(HumanAgent.id == int(name_or_id))
     else:
-        query = query.where(Agent.name == name_or_id)
+        query = query.where(HumanAgent.name == name_or_id)
     agent = await session.scalar(query)
     if agent is None:
         raise LookupError(f"no agent '{name_or_id}'")
@@ -193,7 +193,7 @@ async def revoke_key(session: AsyncSession, prefix: str) -> bool:
     return True
 
 
-async def set_disabled(session: AsyncSession, agent: Agent, disabled: bool) -> None:
+async def set_disabled(session: AsyncSession, agent: HumanAgent, disabled: bool) -> None:
     """Disable (ending their dashboard sessions) or re-enable an agent."""
     if not disabled:
         agent.disabled_at = None

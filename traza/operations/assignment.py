@@ -13,11 +13,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
-from traza.db.models import Agent, Conversation, Handoff
+from traza.db import locks
+from traza.db.models import HumanAgent, Conversation, Handoff
+from traza.rules.hours import BusinessHours
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Rules
-
-ASSIGN_LOCK = 7302
+from traza.trace import kinds
 
 PICK_SQL = text(
     """
@@ -58,7 +59,7 @@ FORMER_SQL = text(
 
 
 async def _lock(session: AsyncSession) -> None:
-    await session.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": ASSIGN_LOCK})
+    await session.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": locks.ASSIGNMENT})
 
 
 async def pick(
@@ -89,7 +90,9 @@ async def give(
     handoff.assigned_agent = agent
     handoff.assigned_at = now
     handoff.accepted_at = None
-    await session.execute(update(Agent).where(Agent.name == agent).values(last_assigned_at=now))
+    await session.execute(
+        update(HumanAgent).where(HumanAgent.name == agent).values(last_assigned_at=now)
+    )
     await session.execute(
         update(Conversation)
         .where(Conversation.id == handoff.conversation_id)
@@ -106,8 +109,6 @@ async def give(
 
 def is_open(rules: Rules, team: str) -> bool:
     """Whether the team is inside its business hours now."""
-    from traza.rules.hours import BusinessHours
-
     team_rules = rules.teams.get(team)
     return BusinessHours(team_rules.hours if team_rules else None).is_open(clock.now())
 
@@ -139,7 +140,7 @@ async def assign_waiting(session: AsyncSession, loaded: LoadedRules, team: str) 
             handoff,
             name,
             actor=trace.system("assignment"),
-            kind="handoff.assigned",
+            kind=kinds.HANDOFF_ASSIGNED,
             rule="round-robin",
             load=load + 1,
             capacity=capacity,

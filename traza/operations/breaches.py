@@ -13,10 +13,11 @@ from sqlalchemy import select
 
 from traza import clock, trace
 from traza.db.engine import session_scope
-from traza.db.models import Contact, Conversation, Handoff, SlaTimer
+from traza.db.models import HumanAgent, AgentTeam, Contact, Conversation, Handoff, SlaTimer, Team
 from traza.operations import assignment, sla
 from traza.outbound.integrations import queue_call
 from traza.rules.loader import LoadedRules
+from traza.trace import kinds
 
 
 async def fire(timer_id: int, rules: LoadedRules) -> str:
@@ -39,7 +40,7 @@ async def fire(timer_id: int, rules: LoadedRules) -> str:
         await trace.record(
             session,
             conversation_id=handoff.conversation_id,
-            kind="sla.breached",
+            kind=kinds.SLA_BREACHED,
             actor=trace.system("sla"),
             data={
                 "handoff_id": handoff.id,
@@ -68,7 +69,7 @@ async def _act(
             handoff,
             chosen[0],
             actor=actor,
-            kind="handoff.reassigned",
+            kind=kinds.HANDOFF_REASSIGNED,
             rule=f"sla:{timer.metric}",
         )
         return {"action": action, "done": True, "from": current, "to": chosen[0]}
@@ -81,7 +82,7 @@ async def _act(
         await trace.record(
             session,
             conversation_id=handoff.conversation_id,
-            kind="handoff.escalated",
+            kind=kinds.HANDOFF_ESCALATED,
             actor=actor,
             data={"handoff_id": handoff.id, "supervisor": supervisor, "metric": timer.metric},
         )
@@ -123,14 +124,12 @@ async def _act(
 
 
 async def _any_supervisor(session: Any, team: str) -> str | None:
-    from traza.db.models import Agent, AgentTeam, Team
-
     name: str | None = await session.scalar(
-        select(Agent.name)
-        .join(AgentTeam, AgentTeam.agent_id == Agent.id)
+        select(HumanAgent.name)
+        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
         .join(Team, Team.id == AgentTeam.team_id)
-        .where(Team.name == team, Agent.role == "supervisor", Agent.disabled_at.is_(None))
-        .order_by(Agent.id)
+        .where(Team.name == team, HumanAgent.role == "supervisor", HumanAgent.disabled_at.is_(None))
+        .order_by(HumanAgent.id)
         .limit(1)
     )
     return name

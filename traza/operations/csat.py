@@ -19,6 +19,7 @@ from traza.conversations.repository import in_service_window
 from traza.db.models import Conversation, CsatRating, Handoff
 from traza.outbound.outbox import queue_message
 from traza.rules.loader import LoadedRules
+from traza.trace import kinds
 
 ANSWER = re.compile(r"^csat:(\d+):([1-5])$")
 
@@ -39,7 +40,7 @@ async def ask(
         await trace.record(
             session,
             conversation_id=conversation.id,
-            kind="csat.skipped",
+            kind=kinds.CSAT_SKIPPED,
             actor=actor,
             data={"handoff_id": handoff.id, "reason": reason},
         )
@@ -58,7 +59,7 @@ async def ask(
     await trace.record(
         session,
         conversation_id=conversation.id,
-        kind="csat.requested",
+        kind=kinds.CSAT_REQUESTED,
         actor=actor,
         data={"handoff_id": handoff.id},
     )

@@ -17,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from traza import clock, trace
-from traza.db.models import Agent, AgentTeam, Conversation, Handoff, Note, Team
+from traza.db.models import HumanAgent, AgentTeam, Conversation, Handoff, Note, Team
 from traza.db.queue import defer_in
 from traza.operations import csat, sla
 from traza.operations.agents import OperationsError
+from traza.operations.assignment import give
 from traza.outbound.outbox import queue_message
 from traza.rules.loader import LoadedRules
+from traza.trace import kinds
 
 ASSIGN_TASK = "assign_team"
 OPEN = ("open", "assigned", "accepted")
@@ -92,7 +94,7 @@ async def open_handoff(
     await trace.record(
         session,
         conversation_id=conversation_id,
-        kind="handoff.created",
+        kind=kinds.HANDOFF_CREATED,
         actor=created_by,
         data={
             "handoff_id": handoff.id,
@@ -202,7 +204,7 @@ async def add_note(
     await trace.record(
         session,
         conversation_id=conversation_id,
-        kind="note.added",
+        kind=kinds.NOTE_ADDED,
         actor=trace.human(author),
         data={"note_id": note.id, "handoff_id": handoff_id, "body": body},
     )
@@ -212,14 +214,14 @@ async def add_note(
 async def is_member(session: AsyncSession, agent: str, team: str) -> bool:
     """Whether `agent` belongs to `team`."""
     found = await session.scalar(
-        select(Agent.id)
-        .join(AgentTeam, AgentTeam.agent_id == Agent.id)
+        select(HumanAgent.id)
+        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
         .join(Team, Team.id == AgentTeam.team_id)
         .where(
-            Agent.name == agent,
+            HumanAgent.name == agent,
             Team.name == team,
-            Agent.disabled_at.is_(None),
-            Agent.role != "integration",  # a system's key never takes handoffs
+            HumanAgent.disabled_at.is_(None),
+            HumanAgent.role != "integration",  # a system's key never takes handoffs
         )
     )
     return found is not None
@@ -262,7 +264,7 @@ async def transfer(
     await trace.record(
         session,
         conversation_id=handoff.conversation_id,
-        kind="handoff.transferred",
+        kind=kinds.HANDOFF_TRANSFERRED,
         actor=trace.human(by),
         data={
             "handoff_id": handoff.id,
@@ -275,14 +277,12 @@ async def transfer(
         },
     )
     if to_agent:
-        from traza.operations.assignment import give
-
         await give(
             session,
             handoff,
             to_agent,
             actor=trace.human(by),
-            kind="handoff.assigned",
+            kind=kinds.HANDOFF_ASSIGNED,
             rule="transfer",
         )
     else:
@@ -295,3 +295,14 @@ async def transfer(
         await queue_assignment(session, team)
     if from_agent and from_agent != to_agent:
         await queue_assignment(session, from_team)
+
+
+async def current_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
+    """The conversation's open (queued, assigned or accepted) handoff, if any."""
+    result = await session.execute(
+        select(Handoff).where(
+            Handoff.conversation_id == conversation_id,
+            Handoff.status.in_(("open", "assigned", "accepted")),
+        )
+    )
+    return result.scalar_one_or_none()

@@ -20,6 +20,7 @@ from traza.db.queue import cancel_in, defer_in
 from traza.rules.hours import BusinessHours
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Metric, Sla
+from traza.trace import kinds
 
 SLA_TASK = "sla_timer"
 
@@ -85,7 +86,7 @@ async def start(
     await trace.record(
         session,
         conversation_id=handoff.conversation_id,
-        kind="sla.started",
+        kind=kinds.SLA_STARTED,
         actor=trace.system("sla"),
         data={
             "handoff_id": handoff.id,
@@ -126,7 +127,7 @@ async def stop(
         await trace.record(
             session,
             conversation_id=handoff.conversation_id,
-            kind=f"sla.{status}",
+            kind=kinds.sla_stopped(status),
             actor=actor,
             data={
                 "handoff_id": handoff.id,

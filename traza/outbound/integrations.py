@@ -27,6 +27,7 @@ from traza.db.models import IntegrationCall
 from traza.db.queue import defer_in
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Integration
+from traza.trace import kinds
 
 CALL_TASK = "call_integration"
 MAX_ATTACHED_BYTES = 64 * 1024
@@ -72,7 +73,7 @@ async def queue_call(
     await trace.record(
         session,
         conversation_id=conversation_id,
-        kind="integration.queued",
+        kind=kinds.INTEGRATION_QUEUED,
         actor=actor,
         data={"call_id": call.id, "integration": integration, "event": event},
     )
@@ -161,7 +162,7 @@ async def attempt(call_id: int, rules: LoadedRules) -> str:
             if integration is not None and integration.attach_response:
                 call.response = _answer(response)
                 data["response"] = call.response
-            kind = "integration.delivered"
+            kind = kinds.INTEGRATION_DELIVERED
         elif retry and integration is not None and call.attempts < integration.max_attempts:
             delay = min(BACKOFF_BASE_SECONDS * 2 ** (call.attempts - 1), BACKOFF_CAP_SECONDS)
             await defer_in(
@@ -172,11 +173,11 @@ async def attempt(call_id: int, rules: LoadedRules) -> str:
                 queueing_lock=f"integration:{call.id}",
             )
             data |= {"error": error, "retry_in_seconds": delay}
-            kind = "integration.failed"
+            kind = kinds.INTEGRATION_FAILED
         else:
             call.status = "dead"
             data["error"] = error
-            kind = "integration.dead_lettered"
+            kind = kinds.INTEGRATION_DEAD_LETTERED
         await trace.record(
             session, conversation_id=call.conversation_id, kind=kind, actor=actor, data=data
         )

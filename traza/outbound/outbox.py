@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza import trace
 from traza.db import queue
+from traza.trace import kinds
 from traza.trace.buffer import current_scope
 
 QUEUE = text(
@@ -60,7 +61,7 @@ async def queue_message(
         await trace.record(
             session,
             conversation_id=conversation_id,
-            kind="message.queued",
+            kind=kinds.MESSAGE_QUEUED,
             actor=actor,
             data={"type": kind, "key": key},
             message_id=message_id,

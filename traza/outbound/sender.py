@@ -44,13 +44,14 @@ from traza.channels.local import LocalOutboxChannel
 from traza.channels.sms import SmsChannel
 from traza.channels.whatsapp import WhatsAppChannel
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
-from traza.db import locks, outage
+from traza.db import outage
 from traza.db.engine import direct, run, session_scope
-from traza.db.locks import advisory_lock
+from traza.db.locks import conversation_lock
 from traza.db.models import Candidate, Contact, Conversation, Inbox, Message, MessageStatus
 from traza.ingest.store import apply_stored_statuses
 from traza.outbound.outbox import queue_message
 from traza.settings import get_settings
+from traza.trace import kinds
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ async def deliver(
     """
     if locked:
         return await _deliver(conversation_id, final_attempt=final_attempt)
-    async with advisory_lock(locks.CONVERSATION, conversation_id):
+    async with conversation_lock(conversation_id):
         return await _deliver(conversation_id, final_attempt=final_attempt)
 
 
@@ -432,7 +433,7 @@ async def _fall_back(session: AsyncSession, message: Message, *, reason: str) ->
         await trace.record(
             session,
             conversation_id=message.conversation_id,
-            kind="message.fallback",
+            kind=kinds.MESSAGE_FALLBACK,
             actor=trace.system("sender"),
             data={
                 "from": message.channel,
@@ -464,7 +465,7 @@ async def _adopt_from_status(session: AsyncSession, message: Message) -> bool:
     await trace.record(
         session,
         conversation_id=message.conversation_id,
-        kind="message.sent",
+        kind=kinds.MESSAGE_SENT,
         actor=trace.system("sender"),
         data={"adopted": True, "wa_message_id": status.wa_message_id},
         message_id=message.id,
@@ -625,7 +626,7 @@ async def _record_error(item: _Next, exc: SendError, channel: str, *, final_atte
         await trace.record(
             session,
             conversation_id=item.conversation_id,
-            kind="message.send_failed",
+            kind=kinds.MESSAGE_SEND_FAILED,
             actor=trace.system("sender"),
             data=data,
             message_id=item.message_id,
@@ -643,7 +644,7 @@ async def _finish(session: AsyncSession, message: Message, status: str, *, reaso
     await trace.record(
         session,
         conversation_id=message.conversation_id,
-        kind="message.skipped" if status == "skipped" else "message.send_failed",
+        kind=kinds.MESSAGE_SKIPPED if status == "skipped" else kinds.MESSAGE_SEND_FAILED,
         actor=trace.system("sender"),
         data={"status": status, "reason": reason},
         message_id=message.id,

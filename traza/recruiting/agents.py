@@ -146,8 +146,8 @@ class Template(_Strict):
     """Reply button titles (interview_24h: confirm / reschedule)."""
 
 
-class Agent(_Strict):
-    """One follow-up agent."""
+class BotAgentConfig(_Strict):
+    """One follow-up agent: a bot's configuration (objective, tone, channels, triggers)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     objective: str = Field(min_length=1)
@@ -164,7 +164,7 @@ class Agent(_Strict):
     templates: dict[Trigger, dict[str, Template]]
 
     @model_validator(mode="after")
-    def _fill_triggers(self) -> Agent:
+    def _fill_triggers(self) -> BotAgentConfig:
         merged = {
             name: TriggerConfig.model_validate(
                 # A trigger named in the file is on unless it says `enabled: false`.
@@ -192,7 +192,7 @@ class Agent(_Strict):
         return found
 
 
-def _references(agent: Agent) -> list[tuple[tuple[Any, ...], str]]:
+def _references(agent: BotAgentConfig) -> list[tuple[tuple[Any, ...], str]]:
     problems: list[tuple[tuple[Any, ...], str]] = []
     for trigger, config in agent.triggers.items():
         if config.enabled and trigger != "interview_unconfirmed" and trigger not in agent.templates:
@@ -239,7 +239,7 @@ SAMPLE = {
 """Sample values a template is rendered with before its guardrail check."""
 
 
-def template_violations(agent: Agent, text: str) -> list[str]:
+def template_violations(agent: BotAgentConfig, text: str) -> list[str]:
     """Guardrail problems of a template rendered with sample data (empty: it may send)."""
     values = SAMPLE | {"firma": agent.context.signature or "", "empresa": agent.context.company}
     rendered = _FIELD.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
@@ -252,9 +252,9 @@ def template_violations(agent: Agent, text: str) -> list[str]:
     ]
 
 
-def parse_agent(text: str, *, source: str) -> Agent:
+def parse_agent(text: str, *, source: str) -> BotAgentConfig:
     """Validate one agent file."""
-    agent, tree = parse_model(text, source=source, model=Agent)
+    agent, tree = parse_model(text, source=source, model=BotAgentConfig)
     if found := _references(agent):
         raise problems_at(tree, source, found)
     return agent
@@ -268,12 +268,12 @@ def agents_dir() -> Path | None:
     return folder / "agents"
 
 
-def load_agents(folder: Path | None = None) -> dict[str, Agent]:
+def load_agents(folder: Path | None = None) -> dict[str, BotAgentConfig]:
     """Every agent file in the folder; raise `RulesError` listing every problem."""
     folder = folder or agents_dir()
     if folder is None:
         return {}
-    agents: dict[str, Agent] = {}
+    agents: dict[str, BotAgentConfig] = {}
     problems: list[Problem] = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
@@ -290,14 +290,14 @@ def load_agents(folder: Path | None = None) -> dict[str, Agent]:
 
 
 @lru_cache(maxsize=1)
-def _cached(folder: str | None, stamp: tuple[int, ...]) -> dict[str, Agent]:
+def _cached(folder: str | None, stamp: tuple[int, ...]) -> dict[str, BotAgentConfig]:
     return load_agents(Path(folder) if folder else None)
 
 
-_last_good: dict[str, dict[str, Agent]] = {}
+_last_good: dict[str, dict[str, BotAgentConfig]] = {}
 
 
-def active_agents() -> dict[str, Agent]:
+def active_agents() -> dict[str, BotAgentConfig]:
     """The configured agents (re-read when a file changes).
 
     A changed folder with a bad file (a template that breaks a guardrail included) is
@@ -318,14 +318,14 @@ def active_agents() -> dict[str, Agent]:
     return agents
 
 
-def contact_window_open(agent: Agent, local: Any) -> bool:
+def contact_window_open(agent: BotAgentConfig, local: Any) -> bool:
     """Whether a local datetime is inside the agent's contact hours."""
     hours = agent.limits.contact_hours
     start, end = hours.hours
     return WEEKDAYS[local.weekday()] in hours.days and start <= local.time() < end
 
 
-def next_contact_time(agent: Agent, local: Any) -> Any:
+def next_contact_time(agent: BotAgentConfig, local: Any) -> Any:
     """The next local datetime inside contact hours (itself when inside)."""
     hours = agent.limits.contact_hours
     start, _ = hours.hours

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -40,7 +41,8 @@ from traza.db.models import (
 )
 from traza.db.storable import refuse_unstorable
 from traza.recruiting import followups
-from traza.recruiting.agents import Agent, active_agents
+from traza.recruiting.agents import BotAgentConfig, active_agents
+from traza.trace import kinds
 
 EventType = Literal[
     "application.created",
@@ -91,8 +93,6 @@ class CandidateIn(_In):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         if value is not None:
             try:
                 ZoneInfo(value)
@@ -239,7 +239,7 @@ async def _vacancy(session: AsyncSession, data: VacancyIn) -> Vacancy:
     return vacancy
 
 
-def agent_for(application: Application, agents: dict[str, Agent]) -> Agent | None:
+def agent_for(application: Application, agents: dict[str, BotAgentConfig]) -> BotAgentConfig | None:
     """The agent following this application (named on it, else the only/first one)."""
     if application.agent:
         return agents.get(application.agent)
@@ -386,7 +386,7 @@ async def _assign_team(session: AsyncSession, event: EventIn, teams: frozenset[s
 
 
 async def _created(
-    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, Agent]
+    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, BotAgentConfig]
 ) -> None:
     candidate = await upsert_candidate(session, _need(event.candidate, "candidate"))
     vacancy = await _vacancy(session, _need(event.vacancy, "vacancy"))
@@ -419,7 +419,7 @@ async def _created(
 
 
 async def _plan_no_activity(
-    session: AsyncSession, agent: Agent, application: Application, at: datetime
+    session: AsyncSession, agent: BotAgentConfig, application: Application, at: datetime
 ) -> None:
     after = agent.trigger("no_activity").after
     if after is not None:
@@ -436,7 +436,7 @@ async def _plan_no_activity(
 
 
 async def _stage_changed(
-    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, Agent]
+    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, BotAgentConfig]
 ) -> None:
     application = await _application(session, event.application_id)
     stage = _need(event.stage, "stage")
@@ -501,7 +501,7 @@ async def _interviewer(session: AsyncSession, data: InterviewerIn | None) -> int
 
 
 async def _interview(
-    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, Agent]
+    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, BotAgentConfig]
 ) -> None:
     application = await _application(session, event.application_id)
     starts = _need(event.starts_at, "starts_at")
@@ -545,7 +545,7 @@ async def plan_interview_reminders(
     application: Application,
     interview: Interview,
     at: datetime,
-    agents: dict[str, Agent] | None = None,
+    agents: dict[str, BotAgentConfig] | None = None,
 ) -> None:
     """Plan the 24 h confirmation, the unconfirmed alert and the 1 h reminder."""
     agent = agent_for(application, active_agents() if agents is None else agents)
@@ -570,7 +570,7 @@ async def plan_interview_reminders(
 
 
 async def _interview_cancelled(
-    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, Agent]
+    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, BotAgentConfig]
 ) -> None:
     interview = await _interview_row(session, event)
     interview.status = "cancelled"
@@ -591,7 +591,7 @@ async def _interview_row(session: AsyncSession, event: EventIn) -> Interview:
 
 
 async def _interview_completed(
-    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, Agent]
+    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, BotAgentConfig]
 ) -> None:
     interview = await _interview_row(session, event)
     interview.status = "completed"
@@ -613,13 +613,13 @@ async def _interview_completed(
 
 
 async def _candidate_updated(
-    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, Agent]
+    session: AsyncSession, event: EventIn, at: datetime, agents: dict[str, BotAgentConfig]
 ) -> None:
     candidate = await upsert_candidate(session, _need(event.candidate, "candidate"))
     await trace.record(
         session,
         conversation_id=await followups.conversation_of(session, candidate.id),
-        kind="candidate.updated",
+        kind=kinds.CANDIDATE_UPDATED,
         actor=trace.system("ats"),
         data={"candidate_id": candidate.id, "event_id": event.id},
     )

@@ -35,8 +35,9 @@ from traza.db.engine import direct, run, session_scope
 from traza.db.models import Application, Candidate, Contact, FollowUp, Interview, Vacancy
 from traza.db.queue import cancel_in, defer_in
 from traza.outbound.sender import address_of, unavailable
-from traza.recruiting.agents import Agent, active_agents, next_contact_time
+from traza.recruiting.agents import BotAgentConfig, active_agents, next_contact_time
 from traza.recruiting.messages import placeholders
+from traza.trace import kinds
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def actor(agent: str) -> str:
 async def schedule(
     session: AsyncSession,
     *,
-    agent: Agent,
+    agent: BotAgentConfig,
     trigger: str,
     key: str,
     candidate_id: int,
@@ -101,7 +102,7 @@ async def schedule(
     await trace.record(
         session,
         conversation_id=await conversation_of(session, candidate_id),
-        kind="followup.scheduled",
+        kind=kinds.FOLLOWUP_SCHEDULED,
         actor=actor(agent.name),
         data={"followup_id": followup_id, "trigger": trigger, "due_at": due_at.isoformat()},
     )
@@ -128,7 +129,7 @@ async def cancel(
         await trace.record(
             session,
             conversation_id=await conversation_of(session, row.candidate_id),
-            kind="followup.cancelled",
+            kind=kinds.FOLLOWUP_CANCELLED,
             actor=trace.system("followups"),
             data={"followup_id": row.id, "trigger": row.trigger, "reason": reason},
         )
@@ -149,7 +150,7 @@ async def conversation_of(session: AsyncSession, candidate_id: int) -> int | Non
     return cid
 
 
-def _why_not(loaded: _Loaded, agent: Agent | None) -> tuple[str, str] | None:
+def _why_not(loaded: _Loaded, agent: BotAgentConfig | None) -> tuple[str, str] | None:
     """(status, reason) when the follow-up must not be sent now; None when it may."""
     followup, candidate, owner = loaded.followup, loaded.candidate, loaded.owner
     if agent is None:
@@ -355,7 +356,7 @@ async def prepare(followup_id: int) -> Firing:
             await trace.record(
                 conn,
                 conversation_id=cid,
-                kind=f"followup.{verdict[0]}",
+                kind=kinds.followup_outcome(verdict[0]),
                 actor=trace.system("followups"),
                 data={
                     "followup_id": followup.id,
@@ -379,7 +380,7 @@ async def prepare(followup_id: int) -> Firing:
             await trace.record(
                 conn,
                 conversation_id=cid,
-                kind="followup.deferred",
+                kind=kinds.FOLLOWUP_DEFERRED,
                 actor=trace.system("followups"),
                 data={
                     "followup_id": followup.id,
@@ -402,7 +403,7 @@ async def prepare(followup_id: int) -> Firing:
             await trace.record(
                 conn,
                 conversation_id=cid,
-                kind="followup.alert",
+                kind=kinds.FOLLOWUP_ALERT,
                 actor=actor(agent.name),
                 data={"followup_id": followup.id, "interview_id": followup.interview_id},
             )
@@ -451,7 +452,7 @@ async def finish(
 
 
 def channel_plan(
-    agent: Agent, candidate: Candidate, contact: Contact | None
+    agent: BotAgentConfig, candidate: Candidate, contact: Contact | None
 ) -> tuple[list[str], dict[str, str]]:
     """The channels to try, in the agent's order, and why the others cannot be used now.
 
@@ -518,7 +519,7 @@ OPEN_AGAIN_SQL = text(
 
 async def open_conversation(
     conn: psycopg.AsyncConnection[Any],
-    agent: Agent,
+    agent: BotAgentConfig,
     candidate: Candidate,
     *,
     loaded: _Loaded,
@@ -578,7 +579,7 @@ NEWEST_VACANCY_SQL = text(
 
 
 async def _payload(
-    conn: psycopg.AsyncConnection[Any], loaded: _Loaded, agent: Agent
+    conn: psycopg.AsyncConnection[Any], loaded: _Loaded, agent: BotAgentConfig
 ) -> dict[str, Any]:
     """What the graph's `write_followup` node needs, read once here."""
     followup, candidate = loaded.followup, loaded.candidate

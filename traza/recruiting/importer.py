@@ -36,7 +36,9 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
+from traza.db.engine import get_sessionmaker
 from traza.db.models import Vacancy
+from traza.trace import kinds
 
 COLUMNS = (
     "external_id",
@@ -821,7 +823,7 @@ async def _write_batch(session: AsyncSession, rows: Sequence[Row], source: str) 
         await trace.record(
             session,
             conversation_id=None,
-            kind="candidates.imported",
+            kind=kinds.CANDIDATES_IMPORTED,
             actor=trace.system("import"),
             data={
                 "source": source,
@@ -853,8 +855,6 @@ async def write(
     refused rows fail. Other database errors propagate: the batches before stay
     committed, and running the import again finishes it.
     """
-    from traza.db.engine import get_sessionmaker
-
     report = Report()
     async with get_sessionmaker()() as session:
         for start in range(0, len(rows), batch_size):

@@ -1,4 +1,4 @@
-"""What a candidate's interview buttons do."""
+"""Interviews: the one rule for confirming attendance, by button or through the model's tool."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock
+from traza.db.models import Interview
 from traza.recruiting import followups
+
+ACTIVE = ("scheduled", "confirmed", "rescheduled")
+"""Statuses of an interview that is still going to happen."""
 
 CONFIRM = re.compile(r"^interview:confirm:(\d+)$")
 
 # The interview, only if it belongs to the candidate of this conversation.
 OWN_INTERVIEW = text(
     """
-    SELECT i.id, i.status FROM interviews i
+    SELECT i.id FROM interviews i
       JOIN applications a ON a.id = i.application_id
       JOIN candidates k ON k.id = a.candidate_id
       JOIN conversations c ON c.contact_id = k.contact_id
@@ -26,29 +30,47 @@ OWN_INTERVIEW = text(
 )
 
 
-async def confirm_interview(session: AsyncSession, cid: int, payload: str) -> dict[str, Any]:
-    """Confirm attendance (button `interview:confirm:<id>`); the unconfirmed alert is moot."""
-    m = CONFIRM.match(payload)
-    row = (
-        (await session.execute(OWN_INTERVIEW, {"iid": int(m.group(1)), "cid": cid})).first()
-        if m
-        else None
-    )
-    if row is None:
-        return {"confirmed": False, "error": "not an interview of this candidate"}
-    if row.status in ("cancelled", "completed", "no_show"):
-        return {"confirmed": False, "interview_id": row.id, "error": f"interview is {row.status}"}
-    await session.execute(
-        text(
-            "UPDATE interviews SET status = 'confirmed', confirmed_at = :at, updated_at = :at "
-            "WHERE id = :id"
-        ),
-        {"id": row.id, "at": clock.now()},
-    )
+class NotConfirmable(ValueError):
+    """The interview cannot be confirmed (cancelled, completed, or already over)."""
+
+
+async def confirm(session: AsyncSession, interview: Interview) -> bool:
+    """The candidate will attend: status `confirmed`; the unconfirmed alert is moot.
+
+    The caller holds the interview's row lock. Returns False when it was already
+    confirmed (nothing changes); raises `NotConfirmable` when it is not going to happen.
+    """
+    if interview.status not in ACTIVE:
+        raise NotConfirmable(f"interview {interview.id} is {interview.status}")
+    now = clock.now()
+    if interview.ends_at <= now:
+        raise NotConfirmable(f"interview {interview.id} already took place")
+    if interview.status == "confirmed":
+        return False
+    interview.status, interview.confirmed_at, interview.updated_at = "confirmed", now, now
+    await session.flush()
     await followups.cancel(
         session,
         "the candidate confirmed",
         triggers=("interview_unconfirmed",),
-        interview_id=row.id,
+        interview_id=interview.id,
     )
-    return {"confirmed": True, "interview_id": row.id}
+    return True
+
+
+async def confirm_by_button(session: AsyncSession, cid: int, payload: str) -> dict[str, Any]:
+    """Confirm attendance from the button `interview:confirm:<id>` of conversation `cid`."""
+    m = CONFIRM.match(payload)
+    iid = (
+        (await session.execute(OWN_INTERVIEW, {"iid": int(m.group(1)), "cid": cid})).scalar()
+        if m
+        else None
+    )
+    interview = await session.get(Interview, iid) if iid is not None else None
+    if interview is None:
+        return {"confirmed": False, "error": "not an interview of this candidate"}
+    try:
+        await confirm(session, interview)
+    except NotConfirmable as exc:
+        return {"confirmed": False, "interview_id": interview.id, "error": str(exc)}
+    return {"confirmed": True, "interview_id": interview.id}

@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from traza.db.models import Application, Candidate, Interview, Vacancy
-from traza.recruiting.agents import Agent, Template
+from traza.recruiting.agents import BotAgentConfig, Template
 
 _FIELD = re.compile(r"{(\w+)}")
 FIELD_LABELS = {
@@ -29,7 +29,7 @@ def missing_fields(candidate: Candidate, vacancy: Vacancy | None) -> list[str]:
 
 
 def placeholders(
-    agent: Agent,
+    agent: BotAgentConfig,
     candidate: Candidate,
     application: Application | None,
     vacancy: Vacancy | None,
@@ -73,7 +73,7 @@ def fill(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\s+", " ", filled).strip()
 
 
-def render(agent: Agent, template: Template, values: dict[str, str]) -> str:
+def render(agent: BotAgentConfig, template: Template, values: dict[str, str]) -> str:
     """The template's text in the agent's tone."""
     text = (
         template.text.get(agent.tone)

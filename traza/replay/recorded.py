@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import text
 
 from traza.db.engine import autocommit
+from traza.trace import kinds
 
 ASPECTS = ("intent", "route", "guardrail", "reply")
 
@@ -120,7 +121,7 @@ def recorded_turns(rows: Sequence[Any]) -> list[Recorded]:
     current: Recorded | None = None
     for r in rows:
         data = r.data or {}
-        if r.kind == "turn.started":
+        if r.kind == kinds.TURN_STARTED:
             current = Recorded(
                 at=r.at,
                 step=r.step,
@@ -129,21 +130,21 @@ def recorded_turns(rows: Sequence[Any]) -> list[Recorded]:
                 inputs=data["inputs"] if isinstance(data.get("inputs"), dict) else None,
             )
             turns.append(current)
-        elif r.kind in ("followup.drafted", "message.held_for_human"):
+        elif r.kind in (kinds.FOLLOWUP_DRAFTED, kinds.MESSAGE_HELD_FOR_HUMAN):
             current = None  # not an inbound turn of the graph
         elif current is None:
             continue
         elif r.kind == "classification":
             current.intent, current.language = data.get("intent"), data.get("language")
             current.model = data.get("model")
-        elif r.kind == "routing.decision":
+        elif r.kind == kinds.ROUTING_DECISION:
             current.route = route_of(data)
-        elif r.kind == "guardrail.verdict":
+        elif r.kind == kinds.GUARDRAIL_VERDICT:
             current.guardrail = verdict_of(data)
-        elif r.kind == "message.queued" and str(r.actor).startswith("bot:"):
+        elif r.kind == kinds.MESSAGE_QUEUED and str(r.actor).startswith("bot:"):
             if current.reply is None:
                 current.reply = r.message_text
-        elif r.kind == "handoff.created" and current.handoff is None:
+        elif r.kind == kinds.HANDOFF_CREATED and current.handoff is None:
             current.handoff = {"rule": data.get("rule"), "team": data.get("team")}
     return turns
 

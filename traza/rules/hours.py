@@ -18,7 +18,7 @@ HORIZON_DAYS = 400  # a deadline further than this in open time is treated as ne
 
 @lru_cache(maxsize=64)
 def _public_holidays(country: str, subdivision: str | None, year: int) -> frozenset[date]:
-    import holidays
+    import holidays  # noqa: PLC0415  (heavy: every country's calendar; only when configured)
 
     return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year))
 

@@ -95,7 +95,7 @@ class Holidays(_Strict):
     @classmethod
     def _known_country(cls, value: str | None) -> str | None:
         if value is not None:
-            import holidays
+            import holidays  # noqa: PLC0415  (heavy: every country; only when configured)
 
             if value not in holidays.list_supported_countries():
                 raise ValueError(f"no public holidays known for country '{value}' (ISO code)")
@@ -109,7 +109,7 @@ class Holidays(_Strict):
             return value
         if not country:
             raise ValueError("a subdivision needs a country")
-        import holidays
+        import holidays  # noqa: PLC0415  (heavy: every country; only when configured)
 
         known = holidays.list_supported_countries().get(country, [])
         if value not in known:

@@ -40,6 +40,7 @@ from traza.replay.recorded import (
     verdict_of,
 )
 from traza.services.turns import run_context
+from traza.trace import kinds
 from traza.trace.buffer import turn_scope
 
 __all__ = ["ReplayError", "replay_conversation", "replay_many"]
@@ -168,12 +169,12 @@ async def _replay_turn(
         scope.events.clear()  # ... but a replay writes no trace
     sent = next((e for e in rec.effects if e["effect"] == "send"), None)
     handoff = next((e for e in rec.effects if e["effect"] == "handoff"), None)
-    decision = events.get("routing.decision")
+    decision = events.get(kinds.ROUTING_DECISION)
     replayed = {
         "intent": (events.get("classification") or {}).get("intent"),
         "model": (events.get("classification") or {}).get("model"),
         "route": route_of(decision) if decision is not None else None,
-        "guardrail": verdict_of(events.get("guardrail.verdict")),
+        "guardrail": verdict_of(events.get(kinds.GUARDRAIL_VERDICT)),
         "reply": sent["text"] if sent else None,
         "handoff": {"rule": handoff["rule"], "team": handoff["team"]} if handoff else None,
     }

@@ -6,7 +6,6 @@ worker never run the same thread at once, on any machine.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from langgraph.types import Command
@@ -15,16 +14,18 @@ from sqlalchemy import text
 from graphs.conversation.context import Context
 from traza import clock, trace
 from traza.conversations import repository as repo
-from traza.db import locks, queue
+from traza.db import queue
 from traza.db.engine import autocommit, session_scope
-from traza.db.locks import advisory_lock
+from traza.db.locks import conversation_lock
 from traza.db.models import Conversation
+from traza.operations import handoffs
 from traza.operations.assignment import give
 from traza.operations.handoffs import customer_waiting
 from traza.outbound.sender import RetryLater, deliver
 from traza.rules import active
 from traza.services.runtime import conversation_graph, thread_config
 from traza.settings import get_settings
+from traza.trace import kinds
 from traza.trace.buffer import flush, turn_scope
 
 RETRY_DELAY_SECONDS = 2.0  # first retry of a send that failed inside the turn
@@ -36,11 +37,6 @@ class ConversationNotFound(LookupError):
 
 class NotWaitingForHuman(RuntimeError):
     """The conversation is not paused for a human, so there is nothing to resume."""
-
-
-def conversation_lock(conversation_id: int) -> AbstractAsyncContextManager[None]:
-    """The conversation's advisory lock: one graph run at a time, on any machine."""
-    return advisory_lock(locks.CONVERSATION, conversation_id)
 
 
 def run_context() -> Context:
@@ -98,14 +94,14 @@ async def _hold_for_human(conversation_id: int, ids: list[int]) -> str:
     """A human owns the conversation: record the messages on the handoff; the bot is silent."""
     rules = await active.current()
     async with session_scope() as session:
-        handoff = await repo.open_handoff(session, conversation_id)
+        handoff = await handoffs.current_handoff(session, conversation_id)
         await repo.mark_processed(session, ids, handoff_id=handoff.id if handoff else None)
         if handoff is not None:
             await customer_waiting(session, handoff, rules)
         await trace.record(
             session,
             conversation_id=conversation_id,
-            kind="message.held_for_human",
+            kind=kinds.MESSAGE_HELD_FOR_HUMAN,
             actor=trace.system("router"),
             data={"messages": ids, "handoff_id": handoff.id if handoff else None},
         )
@@ -210,10 +206,12 @@ async def hand_over(
         with turn_scope() as scope:
             await graph.ainvoke(None, config=config, context=run_context())
         async with session_scope() as session:
-            handoff = await repo.open_handoff(session, conversation_id)
+            handoff = await handoffs.current_handoff(session, conversation_id)
             if agent is not None and handoff is not None:
                 if handoff.assigned_agent != agent:
-                    await give(session, handoff, agent, actor=created_by, kind="handoff.claimed")
+                    await give(
+                        session, handoff, agent, actor=created_by, kind=kinds.HANDOFF_CLAIMED
+                    )
                 handoff.status, handoff.accepted_at = "accepted", clock.now()
         await deliver_now(conversation_id, scope.deliveries)
         return {"owner": "human", "waiting_for_human": bool(await waiting_interrupts(thread_id))}

@@ -13,6 +13,7 @@ from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.decisions import guardrails, llm
 from traza.recruiting.people import people_for_reply
+from traza.trace import kinds
 
 
 async def check_guardrails(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -53,7 +54,7 @@ async def check_guardrails(state: ConversationState, runtime: Runtime[Context]) 
     unavailable = guardrails.UNAVAILABLE in verdict.policies
     await record_step(  # buffered: written with the turn's effect
         conversation_id=state["conversation_id"],
-        kind="guardrail.unavailable" if unavailable else "guardrail.verdict",
+        kind=kinds.GUARDRAIL_UNAVAILABLE if unavailable else kinds.GUARDRAIL_VERDICT,
         actor=trace.bot(runtime.context.bot_name),
         data=verdict.as_dict() | data,
         started=started,

@@ -18,6 +18,7 @@ from traza import clock, trace
 from traza.decisions.routing import RoutingInputs, decide
 from traza.rules import active
 from traza.rules.hours import BusinessHours
+from traza.trace import kinds
 
 
 async def decide_route(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -63,7 +64,7 @@ async def decide_route(state: ConversationState, runtime: Runtime[Context]) -> d
                 }
     await record_step(
         conversation_id=state["conversation_id"],
-        kind="routing.decision",
+        kind=kinds.ROUTING_DECISION,
         actor=trace.bot(runtime.context.bot_name),
         data=decision,
         started=started,

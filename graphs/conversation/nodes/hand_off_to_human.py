@@ -20,6 +20,7 @@ from traza.db.engine import session_scope
 from traza.operations import handoffs
 from traza.outbound.outbox import request_delivery
 from traza.rules import active
+from traza.trace import kinds
 from traza.trace.buffer import flush
 
 
@@ -46,7 +47,7 @@ async def hand_off_to_human(state: ConversationState, runtime: Runtime[Context])
             await record_step(
                 session,
                 conversation_id=cid,
-                kind="owner.changed",
+                kind=kinds.OWNER_CHANGED,
                 actor=creator,
                 data={"from": state.get("owner", "bot"), "to": "human", "handoff_id": handoff.id},
                 started=started,

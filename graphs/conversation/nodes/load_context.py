@@ -17,6 +17,7 @@ from traza import trace
 from traza.conversations import repository as repo
 from traza.db.engine import direct, run, session_scope
 from traza.db.models import Message
+from traza.trace import kinds
 
 # One round trip: the conversation, its contact, its open handoff and its last messages
 # before this turn.
@@ -95,7 +96,7 @@ async def load_context(state: ConversationState, runtime: Runtime[Context]) -> d
     if turn:
         await record_step(
             conversation_id=row.id,
-            kind="turn.started",
+            kind=kinds.TURN_STARTED,
             actor=trace.bot(runtime.context.bot_name),
             data={
                 "messages": [i["id"] for i in turn],
@@ -148,7 +149,7 @@ async def _stored(session: AsyncSession, conversation_id: int, item: InboundItem
     await trace.record(
         session,
         conversation_id=conversation_id,
-        kind="message.received",
+        kind=kinds.MESSAGE_RECEIVED,
         actor=trace.CUSTOMER,
         data={"type": message.type, "source": "studio"},
         message_id=message.id,

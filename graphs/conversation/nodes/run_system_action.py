@@ -22,8 +22,9 @@ from traza.decisions.routing import OPT_OUT_KEEP, OPT_OUT_STOP
 from traza.operations import csat
 from traza.outbound.integrations import queue_call
 from traza.outbound.outbox import queue_message, request_delivery
-from traza.recruiting.interviews import confirm_interview
+from traza.recruiting.interviews import confirm_by_button
 from traza.rules import active
+from traza.trace import kinds
 from traza.trace.buffer import flush
 
 
@@ -128,7 +129,7 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
             queued = bool(data.get("recorded"))
         elif action == "interview":
             payload = next((i.get("payload") for i in state.get("turn") or []), None) or ""
-            data |= await confirm_interview(session, cid, payload)
+            data |= await confirm_by_button(session, cid, payload)
             if data.get("confirmed"):
                 queued = (
                     await queue_message(
@@ -181,7 +182,7 @@ async def run_system_action(state: ConversationState, runtime: Runtime[Context])
         await record_step(
             session,
             conversation_id=cid,
-            kind="system.action",
+            kind=kinds.SYSTEM_ACTION,
             actor=actor,
             data=data,
             started=started,

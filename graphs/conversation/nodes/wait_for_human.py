@@ -22,6 +22,7 @@ from traza.db.models import Conversation
 from traza.operations import handoffs
 from traza.outbound.outbox import queue_message, request_delivery
 from traza.rules import active
+from traza.trace import kinds
 from traza.trace.buffer import flush
 
 
@@ -99,7 +100,7 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
         await record_step(
             session,
             conversation_id=cid,
-            kind="handoff.resumed",
+            kind=kinds.HANDOFF_RESUMED,
             actor=actor,
             data={
                 "handoff_id": handoff_id,
@@ -130,7 +131,7 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
             await record_step(
                 session,
                 conversation_id=cid,
-                kind="owner.changed",
+                kind=kinds.OWNER_CHANGED,
                 actor=actor,
                 data={"from": "human", "to": "bot", "handoff_id": handoff_id, "handoff": status},
             )

@@ -23,6 +23,7 @@ from traza import trace
 from traza.decisions import llm
 from traza.recruiting.agents import active_agents
 from traza.recruiting.messages import fill, render, template_params
+from traza.trace import kinds
 
 FALLBACK_CHANNELS = ("email", "sms")
 
@@ -121,7 +122,7 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
             }
     await record_step(
         conversation_id=state["conversation_id"],
-        kind="followup.drafted",
+        kind=kinds.FOLLOWUP_DRAFTED,
         actor=trace.bot(followup.get("agent") or runtime.context.bot_name),
         data={
             "followup_id": followup.get("id"),

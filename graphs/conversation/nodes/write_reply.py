@@ -14,6 +14,7 @@ from graphs.conversation.tracing import record_step
 from tools import tools_for
 from traza import trace
 from traza.decisions import llm
+from traza.trace import kinds
 
 
 async def write_reply(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -46,7 +47,7 @@ async def write_reply(state: ConversationState, runtime: Runtime[Context]) -> di
             data |= {"llm_error": str(exc), "fallback": "template"}
     await record_step(  # buffered: written with the turn's effect
         conversation_id=state["conversation_id"],
-        kind="reply.drafted",
+        kind=kinds.REPLY_DRAFTED,
         actor=trace.bot(runtime.context.bot_name),
         data=data | {"source": draft["source"]},
         started=started,
