@@ -26,7 +26,7 @@ from api.routes import handoffs as handoffs_api
 from api.schemas import TransferRequest
 from api.throttle import throttle_of
 from traza.db.engine import get_sessionmaker
-from traza.db.models import HumanAgent, AgentTeam, Candidate, Contact, Conversation, Handoff, Team
+from traza.db.models import AgentTeam, Candidate, Contact, Conversation, Handoff, HumanAgent, Team
 from traza.operations.handoffs import OPEN
 from traza.recruiting.agents import active_agents
 from traza.reports.monitor import follow_up_monitor

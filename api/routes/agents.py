@@ -19,7 +19,7 @@ from api.schemas import (
 )
 from traza import trace
 from traza.db.engine import session_scope
-from traza.db.models import HumanAgent, AgentTeam, Handoff, Team
+from traza.db.models import AgentTeam, Handoff, HumanAgent, Team
 from traza.operations import agents as ops
 from traza.operations.handoffs import queue_assignment
 from traza.trace import kinds

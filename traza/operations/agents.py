@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from traza.db.models import HumanAgent, AgentTeam, ApiKey, DashboardSession, Team
+from traza.db.models import AgentTeam, ApiKey, DashboardSession, HumanAgent, Team
 
 ROLES = ("agent", "supervisor", "admin", "integration")
 INTEGRATION = "integration"

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
 from traza.db import locks
-from traza.db.models import HumanAgent, Conversation, Handoff
+from traza.db.models import Conversation, Handoff, HumanAgent
 from traza.rules.hours import BusinessHours
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Rules

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from traza import clock, trace
 from traza.db.engine import session_scope
-from traza.db.models import HumanAgent, AgentTeam, Contact, Conversation, Handoff, SlaTimer, Team
+from traza.db.models import AgentTeam, Contact, Conversation, Handoff, HumanAgent, SlaTimer, Team
 from traza.operations import assignment, sla
 from traza.outbound.integrations import queue_call
 from traza.rules.loader import LoadedRules

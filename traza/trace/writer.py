@@ -68,33 +68,18 @@ async def record(
 
     `db`: a SQLAlchemy session or connection, or a `direct()` psycopg connection.
     """
+    params = {
+        "conversation_id": conversation_id,
+        "kind": kind,
+        "actor": actor,
+        "data": json.dumps(data or {}),
+        "duration_ms": duration_ms,
+        "message_id": message_id,
+        "thread_id": thread_id,
+        "step": step,
+        "llm": llm,
+    }
     if isinstance(db, psycopg.AsyncConnection):
-        await run(
-            db,
-            RECORD,
-            {
-                "conversation_id": conversation_id,
-                "kind": kind,
-                "actor": actor,
-                "data": json.dumps(data or {}),
-                "duration_ms": duration_ms,
-                "message_id": message_id,
-                "thread_id": thread_id,
-                "step": step,
-                "llm": llm,
-            },
-        )
-        return
-    await db.execute(
-        insert(TraceEvent).values(
-            conversation_id=conversation_id,
-            kind=kind,
-            actor=actor,
-            data=data or {},
-            duration_ms=duration_ms,
-            message_id=message_id,
-            thread_id=thread_id,
-            step=step,
-            llm=llm,
-        )
-    )
+        await run(db, RECORD, params)
+    else:
+        await db.execute(RECORD, params)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from traza.cli_support import fail
+from traza.cli.common import fail
 
 judgment_cli = typer.Typer(
     no_args_is_help=True, help="Measure, explain and rebuild the judgment model."
@@ -26,15 +26,14 @@ judgment_cli = typer.Typer(
 
 def _policy() -> Any:
     """The judgment policy of the rules file (or the defaults); a bad file is an error."""
-    from traza.rules.active import rules_file
-    from traza.rules.loader import RulesError, defaults, load_file
+    from traza.rules.active import rules_file  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.rules.loader import RulesError, defaults, load_file  # noqa: PLC0415  (heavy: yaml)
 
     path = rules_file()
     try:
         loaded = load_file(path) if path else defaults()
     except RulesError as exc:
         fail(f"rules file refused:\n{exc}")
-        raise  # unreachable
     return loaded.rules.judgment
 
 
@@ -77,8 +76,8 @@ def eval_(
     (families never seen in training). With FILE, the active model (shipped plus your
     examples) is scored on it. Exit 1 when a target is missed, 2 on bad input.
     """
-    from traza.decisions import evaluation, judgment
-    from traza.decisions.textmodel import DatasetError, split
+    from traza.decisions import evaluation, judgment  # noqa: PLC0415  (heavy: numpy, lingua)
+    from traza.decisions.textmodel import DatasetError, split  # noqa: PLC0415  (heavy: numpy)
 
     policy = _policy()
     started = time.perf_counter()
@@ -92,7 +91,6 @@ def eval_(
             model = judgment.build()
     except DatasetError as exc:
         fail(str(exc))
-        raise  # unreachable
     targets = {
         "escalate_recall": min_escalate_recall,
         "opt_out_recall": min_opt_out_recall,
@@ -182,9 +180,9 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Each head's score and threshold, the intent, and the features that drove them."""
-    from traza.decisions import judgment
-    from traza.decisions.classifier import classify_turn
-    from traza.decisions.textmodel import DatasetError
+    from traza.decisions import judgment  # noqa: PLC0415  (heavy: numpy, scipy)
+    from traza.decisions.classifier import classify_turn  # noqa: PLC0415  (heavy: lingua)
+    from traza.decisions.textmodel import DatasetError  # noqa: PLC0415  (heavy: numpy, scipy)
 
     if not text.strip():
         fail("give a non-empty message to explain")
@@ -193,7 +191,6 @@ def explain(
         model = judgment.build()
     except DatasetError as exc:
         fail(str(exc))
-        raise  # unreachable
     result = classify_turn([text], policy=policy, model=model)
     heads = {}
     for head in judgment.SIGNALS:
@@ -250,8 +247,8 @@ def train() -> None:
     Running processes pick up a changed examples folder by themselves within seconds; a
     bad file is refused (file and line named) and the previous model stays active.
     """
-    from traza.decisions import judgment
-    from traza.decisions.textmodel import DatasetError
+    from traza.decisions import judgment  # noqa: PLC0415  (heavy: numpy, scipy)
+    from traza.decisions.textmodel import DatasetError  # noqa: PLC0415  (heavy: numpy, scipy)
 
     started = time.perf_counter()
     try:
@@ -259,7 +256,6 @@ def train() -> None:
         model = judgment.build()
     except DatasetError as exc:
         fail(f"examples refused (the previous model stays active):\n{exc}")
-        raise  # unreachable
     typer.echo(
         f"model {model.version}: {len(shipped)} shipped + {len(own)} of yours"
         f" from {len(files)} files, in {time.perf_counter() - started:.1f}s"
@@ -295,9 +291,9 @@ def guardrails_eval(
     only adds blocks. Exit 1 when more than --max-sent violating replies would be sent or
     false blocks exceed --max-false-blocks; 2 on bad input.
     """
-    from traza.decisions import guardrails
-    from traza.decisions.evaluation import guardrail_report
-    from traza.decisions.textmodel import DatasetError, split
+    from traza.decisions import guardrails  # noqa: PLC0415  (heavy: numpy, scipy)
+    from traza.decisions.evaluation import guardrail_report  # noqa: PLC0415  (heavy: lingua)
+    from traza.decisions.textmodel import DatasetError, split  # noqa: PLC0415  (heavy: numpy)
 
     try:
         pol = guardrails.policy()
@@ -309,7 +305,6 @@ def guardrails_eval(
             model = guardrails.build()
     except (DatasetError, guardrails.PolicyError) as exc:
         fail(str(exc))
-        raise  # unreachable
     report = guardrail_report(examples, model, pol, max_misses=misses)
     failed = report["sent"] > max_sent or report["false_block_rate"] > max_false_blocks
     if as_json:
@@ -360,7 +355,7 @@ def guardrails_explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Which layer matched what: every layer's verdict, category and matched span."""
-    from traza.decisions import guardrails
+    from traza.decisions import guardrails  # noqa: PLC0415  (heavy: numpy, scipy)
 
     if not text.strip():
         fail("give a non-empty reply to explain")
@@ -368,7 +363,6 @@ def guardrails_explain(
         verdict = guardrails.check_reply(text)
     except guardrails.PolicyError as exc:
         fail(str(exc))
-        raise  # unreachable
     if as_json:
         typer.echo(json.dumps(verdict.as_dict(), ensure_ascii=False, indent=2))
         return

@@ -7,7 +7,6 @@ was changed.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import time
 from collections.abc import Callable
@@ -15,53 +14,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from traza.cli.common import configure_logging, database_ready, fail, run_async
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, Task
-    from rich.text import Text
-
     from traza.recruiting.importer import Report, RowError, Sheet
 
 candidates_cli = typer.Typer(no_args_is_help=True, help="Candidates of the talent pool.")
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _delimiter(value: str) -> str:
     named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
     delimiter = named.get(value.lower(), value)
     if len(delimiter) != 1:
-        _fail(f"--delimiter must be one character (or 'tab'), not '{value}'")
+        fail(f"--delimiter must be one character (or 'tab'), not '{value}'")
     return delimiter
 
 
+class _RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
+
+
 def _progress(*, transient: bool = False) -> Progress:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as RichProgress
-    from rich.text import Text
-
-    class RowsPerSecond(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
-
     console = Console(stderr=True)
-    return RichProgress(
+    return Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RowsPerSecond(),
+        _RowsPerSecond(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -92,13 +86,13 @@ def import_pool(
 
     Importing the same file again changes nothing. See README, "Importing a talent pool".
     """
-    from traza.recruiting import importer
+    from traza.recruiting import importer  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     separator = _delimiter(delimiter)
     if errors is not None and errors.resolve() == file.resolve():
-        _fail("--errors must not be the file being imported")
+        fail("--errors must not be the file being imported")
     if errors is not None and not errors.parent.is_dir():
-        _fail(f"--errors: no folder {errors.parent}")
+        fail(f"--errors: no folder {errors.parent}")
     started = time.monotonic()
     with _progress(transient=True) as progress:  # a refused file leaves only its error line
         reading = progress.add_task("checking", total=None)
@@ -114,12 +108,10 @@ def import_pool(
         else:
             refused = ""
     if refused:
-        _fail(refused)
+        fail(refused)
     checked = time.monotonic() - started
-    from traza.cli import _database_ready, _logging
-
-    _logging("warning")
-    _database_ready()
+    configure_logging("warning")
+    database_ready()
     with _progress() as progress:
         writing = progress.add_task("importing", total=len(sheet.rows))
         started = time.monotonic()
@@ -136,10 +128,10 @@ def import_pool(
 def _write(
     sheet: Sheet, file: Path, dry_run: bool, batch_size: int, advance: Callable[[int], None]
 ) -> Report:
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415  (heavy: SQLAlchemy)
 
-    from traza.db.engine import dispose_engine
-    from traza.recruiting import importer
+    from traza.db.engine import dispose_engine  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.recruiting import importer  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def main() -> Report:
         try:
@@ -160,15 +152,10 @@ def _write(
         "(an import never duplicates)"
     )
     try:
-        return asyncio.run(main())
+        return run_async(main())
     except DBAPIError as exc:
         detail = str(exc.orig or exc).strip().splitlines()[0][:300]
-        typer.secho(
-            f"error: the database stopped the import: {detail}\n{kept[0].upper()}{kept[1:]}.",
-            fg=typer.colors.RED,
-            err=True,
-        )
-        raise typer.Exit(1) from None
+        fail(f"the database stopped the import: {detail}\n{kept[0].upper()}{kept[1:]}.", 1)
     except KeyboardInterrupt:
         typer.secho(f"interrupted: {kept}.", err=True)
         raise typer.Exit(130) from None
@@ -192,7 +179,7 @@ def _summary(
     dry_run: bool,
     errors: Path | None,
 ) -> None:
-    from traza.recruiting import importer
+    from traza.recruiting import importer  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     for problem in problems[: importer.SHOWN_ERRORS]:
         where = f"line {problem.line}"

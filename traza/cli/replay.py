@@ -13,9 +13,11 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
 
-from traza.cli_support import fail as _fail
-from traza.cli_support import run_with_database
+from traza.cli.common import fail, run_with_database
 
 checkpoints_cli = typer.Typer(no_args_is_help=True, help="A conversation's LangGraph checkpoints.")
 
@@ -23,7 +25,7 @@ T = TypeVar("T")
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    from traza.replay.recorded import ReplayError
+    from traza.replay.recorded import ReplayError  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     return run_with_database(work, expected=(ReplayError,))
 
@@ -34,8 +36,7 @@ def _since(value: str) -> datetime:
             datetime.fromisoformat(value) if "T" in value or " " in value else None
         ) or datetime.combine(date.fromisoformat(value), datetime.min.time())
     except ValueError:
-        _fail(f"--since: {value!r} is not a date (YYYY-MM-DD) or ISO date-time")
-        raise  # unreachable
+        fail(f"--since: {value!r} is not a date (YYYY-MM-DD) or ISO date-time")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -49,9 +50,6 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _print_conversation(result: Any, *, all_turns: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     title = (
         f"conversation {result.conversation_id}: {len(result.turns)} turn(s) replayed, "
@@ -108,22 +106,21 @@ def replay(
     Nothing is sent and nothing in the conversation changes; the differences between
     the recorded decisions and today's are shown side by side.
     """
-    from traza.replay import recorded
-    from traza.services import replay as runner
+    from traza.replay import recorded  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.services import replay as runner  # noqa: PLC0415  (heavy: LangGraph)
+    from traza.services.checkpoints import checkpoint, thread_of  # noqa: PLC0415  (heavy: LangGraph)
 
     if all_ == (conversation is not None):
-        _fail("give a conversation id, or --all --since DATE")
+        fail("give a conversation id, or --all --since DATE")
     if all_ and since is None:
-        _fail("--all needs --since DATE")
+        fail("--all needs --since DATE")
     if from_checkpoint and all_:
-        _fail("--from applies to one conversation")
+        fail("--from applies to one conversation")
 
     if conversation is not None:
         cid = conversation
 
         async def one() -> Any:
-            from traza.services.checkpoints import checkpoint, thread_of
-
             if from_checkpoint is None:
                 return await runner.replay_conversation(cid)
             cp = await checkpoint(await thread_of(cid), from_checkpoint)
@@ -140,8 +137,6 @@ def replay(
     start = _since(since)
 
     async def many() -> tuple[Any, list[Any]]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
         ids = await recorded.conversations_since(start)
         with Progress(
             "[progress.description]{task.description}",
@@ -192,7 +187,7 @@ def checkpoints_list(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """The conversation thread's checkpoints, newest first."""
-    from traza.services.checkpoints import history, thread_of
+    from traza.services.checkpoints import history, thread_of  # noqa: PLC0415  (heavy: LangGraph)
 
     async def work() -> tuple[str, list[Any]]:
         thread = await thread_of(conversation)
@@ -212,7 +207,7 @@ def checkpoints_fork(
     checkpoint_id: Annotated[str, typer.Argument(help="Checkpoint id (see `list`).")],
 ) -> None:
     """Copy a checkpoint into a new scratch thread (open it in LangGraph Studio)."""
-    from traza.services.checkpoints import fork
+    from traza.services.checkpoints import fork  # noqa: PLC0415  (heavy: LangGraph)
 
     async def work() -> dict[str, str]:
         return await fork(conversation, checkpoint_id)

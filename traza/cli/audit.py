@@ -11,24 +11,19 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from traza.cli_support import fail as _fail
-from traza.cli_support import run_with_database
+from traza.audit.chain import verify_export
+from traza.cli.common import fail, run_with_database
 
 audit_cli = typer.Typer(no_args_is_help=True, help="Prove what happened: the audit trail.")
 subjects_cli = typer.Typer(
     no_args_is_help=True, help="Data-subject requests: export or erase a contact's data."
 )
-
-T = TypeVar("T")
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-
-    return run_with_database(work)
 
 
 def _print_break(problem: Any) -> None:
@@ -63,12 +58,10 @@ def verify(
         try:
             day = date.fromisoformat(since)
         except ValueError:
-            _fail(f"--since wants a date like 2026-03-02, not '{since}'")
-    from traza.audit import trail
+            fail(f"--since wants a date like 2026-03-02, not '{since}'")
+    from traza.audit import trail  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def work() -> trail.Report:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
         total = await trail.count_chains(conversation_id=conversation, since=day)
         with Progress(
             "[progress.description]{task.description}",
@@ -77,7 +70,7 @@ def verify(
             TimeRemainingColumn(),
             transient=True,
             disable=as_json or total < 2 or not sys.stderr.isatty(),
-            console=_stderr_console(),
+            console=Console(stderr=True),
         ) as bar:
             task = bar.add_task("verifying chains", total=total)
             return await trail.verify(
@@ -86,7 +79,7 @@ def verify(
                 on_chain=lambda _: bar.advance(task),
             )
 
-    report = _run(work)
+    report = run_with_database(work)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -108,21 +101,12 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 def _verify_file(path: Path, *, as_json: bool) -> None:
-    from traza.audit.chain import verify_export
-
     try:
         with path.open(encoding="utf-8") as lines:
             report = verify_export(lines)
     except (OSError, ValueError, KeyError) as exc:
-        _fail(f"cannot read {path}: {exc}")
-        raise  # unreachable
+        fail(f"cannot read {path}: {exc}")
     if as_json:
         typer.echo(
             json.dumps(
@@ -163,11 +147,13 @@ def anchor(
         try:
             label = date.fromisoformat(day)
         except ValueError:
-            _fail(f"--day wants a date like 2026-03-02, not '{day}'")
-    from traza import trace
-    from traza.audit import trail
+            fail(f"--day wants a date like 2026-03-02, not '{day}'")
+    from traza import trace  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.audit import trail  # noqa: PLC0415  (heavy: SQLAlchemy)
 
-    result = _run(lambda: trail.write_anchor(created_by=trace.system("cli"), day=label))
+    result = run_with_database(
+        lambda: trail.write_anchor(created_by=trace.system("cli"), day=label)
+    )
     a = result.anchor
     typer.echo(
         f"anchor {a.id} ({a.day}): {a.chains} chain(s), {a.events} new event(s), "
@@ -183,10 +169,10 @@ def anchor(
 
 
 def _contact(ref: str) -> Callable[[], Awaitable[int]]:
-    async def find() -> int:
-        from traza.audit.subjects import find_contact
-        from traza.db.engine import session_scope
+    from traza.audit.subjects import find_contact  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.db.engine import session_scope  # noqa: PLC0415  (heavy: SQLAlchemy)
 
+    async def find() -> int:
         async with session_scope() as session:
             return await find_contact(session, ref)
 
@@ -201,16 +187,15 @@ def subjects_export(
     ] = None,
 ) -> None:
     """Export everything held about a contact as one JSON document."""
-    from traza.audit import subjects
+    from traza.audit import subjects  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def work() -> dict[str, Any]:
         return await subjects.export_subject(await _contact(contact)())
 
     try:
-        document = _run(work)
+        document = run_with_database(work)
     except subjects.SubjectNotFound as exc:
-        _fail(str(exc).strip("'\""))
-        raise  # unreachable
+        fail(str(exc).strip("'\""))
     body = json.dumps(document, ensure_ascii=False, indent=2, default=str)
     if output is None:
         typer.echo(body)
@@ -229,8 +214,8 @@ def subjects_erase(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Erase a contact's personal data for good, keeping the audit trail verifiable."""
-    from traza import trace
-    from traza.audit import subjects
+    from traza import trace  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.audit import subjects  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     if not yes:
         typer.confirm(
@@ -242,10 +227,9 @@ def subjects_erase(
         return await subjects.erase_subject(cid, reason=reason, by=trace.human(by))
 
     try:
-        summary = _run(work)
+        summary = run_with_database(work)
     except (subjects.SubjectNotFound, subjects.AlreadyErased, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
-        raise  # unreachable
+        fail(str(exc).strip("'\""))
     erased = ", ".join(f"{k} {v}" for k, v in summary["erased"].items() if v)
     typer.echo(
         f"contact {summary['contact_id']} erased ({erased or 'nothing else held'}); "

@@ -6,13 +6,14 @@ service and no API key.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+
+from traza.cli.common import configure_logging, database_ready, fail, run_async
 
 agents_cli = typer.Typer(no_args_is_help=True, help="Human agents and their API keys.")
 teams_cli = typer.Typer(no_args_is_help=True, help="Teams of agents.")
@@ -21,19 +22,13 @@ rules_cli = typer.Typer(no_args_is_help=True, help="The rules file.")
 T = TypeVar("T")
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
 def _run(work: Callable[[Any], Awaitable[T]]) -> T:
     """Migrate, then run `work(session)` in one transaction."""
-    from traza.cli import _database_ready, _logging
-    from traza.db.engine import dispose_engine, session_scope
-    from traza.operations.agents import OperationsError
+    from traza.db.engine import dispose_engine, session_scope  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.operations.agents import OperationsError  # noqa: PLC0415  (heavy: SQLAlchemy)
 
-    _logging("warning")
-    _database_ready()
+    configure_logging("warning")
+    database_ready()
 
     async def main() -> T:
         try:
@@ -42,11 +37,7 @@ def _run(work: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await dispose_engine()
 
-    try:
-        return asyncio.run(main())
-    except (OperationsError, LookupError) as exc:
-        _fail(str(exc).strip("'\""))
-        raise  # unreachable
+    return run_async(main(), expected=(OperationsError, LookupError))
 
 
 @agents_cli.command("add")
@@ -66,7 +57,7 @@ def agents_add(
     email: Annotated[str | None, typer.Option(help="Contact e-mail.")] = None,
 ) -> None:
     """Add an agent and print their API key (shown this once; only a hash is kept)."""
-    from traza.operations import agents
+    from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     # People default to `general`; an integration must say which teams it writes for.
     teams = team or ([] if role == agents.INTEGRATION else ["general"])
@@ -90,13 +81,13 @@ def agents_add(
 @agents_cli.command("list")
 def agents_list() -> None:
     """Agents with role, status, capacity and teams."""
-    from sqlalchemy import select
+    from sqlalchemy import select  # noqa: PLC0415  (heavy: SQLAlchemy)
 
-    from traza.db.models import Agent
-    from traza.operations import agents
+    from traza.db.models import HumanAgent  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
 
-    async def work(session: Any) -> list[tuple[Agent, list[str]]]:
-        rows = (await session.scalars(select(Agent).order_by(Agent.name))).all()
+    async def work(session: Any) -> list[tuple[HumanAgent, list[str]]]:
+        rows = (await session.scalars(select(HumanAgent).order_by(HumanAgent.name))).all()
         return [(a, await agents.teams_of(session, a.id)) for a in rows]
 
     rows = _run(work)
@@ -113,7 +104,7 @@ def agents_list() -> None:
 @agents_cli.command("key")
 def agents_key(name: Annotated[str, typer.Argument(help="Agent name or id.")]) -> None:
     """Issue another API key for an agent (print it once)."""
-    from traza.operations import agents
+    from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def work(session: Any) -> str:
         return await agents.issue_key(session, await agents.find_agent(session, name))
@@ -126,13 +117,13 @@ def agents_revoke(
     key: Annotated[str, typer.Argument(help="The key, or its prefix (`trz_<prefix>_…`).")],
 ) -> None:
     """Revoke an API key; it stops working at once."""
-    from traza.operations import agents
+    from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def work(session: Any) -> bool:
         return await agents.revoke_key(session, key)
 
     if not _run(work):
-        _fail("no active key with that prefix")
+        fail("no active key with that prefix")
     typer.echo("key revoked")
 
 
@@ -142,11 +133,11 @@ def agents_status(
     status: Annotated[str, typer.Argument(help="online, away or offline.")],
 ) -> None:
     """Set an agent's availability (away and offline agents get no new handoffs)."""
-    from traza.operations import agents
-    from traza.operations.handoffs import queue_assignment
+    from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.operations.handoffs import queue_assignment  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     if status not in agents.STATUSES:
-        _fail(f"status must be one of {', '.join(agents.STATUSES)}")
+        fail(f"status must be one of {', '.join(agents.STATUSES)}")
 
     async def work(session: Any) -> None:
         agent = await agents.find_agent(session, name)
@@ -166,10 +157,10 @@ def teams_add(
     description: Annotated[str | None, typer.Option(help="What the team handles.")] = None,
 ) -> None:
     """Add a team (give it hours and SLAs in the rules file)."""
-    from traza.operations import agents
+    from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name):
-        _fail("team names are lowercase letters, digits, '-', '_' or '.'")
+        fail("team names are lowercase letters, digits, '-', '_' or '.'")
 
     async def work(session: Any) -> None:
         await agents.create_team(session, name, description)
@@ -181,7 +172,7 @@ def teams_add(
 @teams_cli.command("list")
 def teams_list() -> None:
     """Teams and their members."""
-    from api.routes.agents import TEAMS_SQL
+    from api.routes.agents import TEAMS_SQL  # noqa: PLC0415  (heavy: FastAPI)
 
     async def work(session: Any) -> list[Any]:
         return list((await session.execute(TEAMS_SQL)).all())
@@ -200,13 +191,14 @@ def rules_check(
     ] = False,
 ) -> None:
     """Validate a rules file (and the follow-up agents); print each problem with its line."""
-    from traza.rules import active
-    from traza.rules.loader import RulesError, defaults, load_file
+    from sqlalchemy import text  # noqa: PLC0415  (heavy: SQLAlchemy)
+
+    from traza.rules import active  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.rules.loader import RulesError, defaults, load_file  # noqa: PLC0415  (heavy: yaml)
 
     target = path or active.rules_file()
     teams: set[str] | None = None
     if not offline:
-        from sqlalchemy import text
 
         async def work(session: Any) -> set[str]:
             return set((await session.execute(text("SELECT name FROM teams"))).scalars())
@@ -218,7 +210,7 @@ def rules_check(
         for problem in exc.problems:
             typer.secho(str(problem), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    from traza.recruiting.agents import load_agents
+    from traza.recruiting.agents import load_agents  # noqa: PLC0415  (heavy: the guardrails, numpy)
 
     try:
         agents = load_agents()
@@ -247,15 +239,14 @@ def agents_check(
     A template that breaks a policy (a salary, a start date, a decision, another
     candidate's data) is refused with agent, template, category and span; exit 1.
     """
-    from traza.recruiting.agents import agents_dir, load_agents
-    from traza.rules.loader import RulesError
+    from traza.recruiting.agents import agents_dir, load_agents  # noqa: PLC0415  (heavy: numpy)
+    from traza.rules.loader import RulesError  # noqa: PLC0415  (heavy: yaml)
 
     target = folder or agents_dir()
     if target is None:
-        _fail("no agents folder: set TRAZA_CONFIG_DIR (agents live in its agents/ folder)")
-        return
+        fail("no agents folder: set TRAZA_CONFIG_DIR (agents live in its agents/ folder)")
     if not target.is_dir():
-        _fail(f"{target}: not a folder")
+        fail(f"{target}: not a folder")
     try:
         agents = load_agents(target)
     except RulesError as exc:
