@@ -29,7 +29,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tools.candidate import (
@@ -44,7 +43,7 @@ from tools.candidate import (
 )
 from traza import clock
 from traza.db.models import Application, Interview, Interviewer
-from traza.recruiting import followups, interviews
+from traza.recruiting import followups, interviews, repository
 from traza.recruiting.events import plan_interview_reminders
 from traza.recruiting.interviews import ACTIVE
 from traza.rules.hours import BusinessHours
@@ -105,34 +104,6 @@ def _open(
         yield current[0], min(current[1], end)
 
 
-async def _busy(
-    session: AsyncSession,
-    *,
-    interviewer_id: int,
-    candidate_id: int,
-    start: datetime,
-    end: datetime,
-    skip: int | None = None,
-) -> list[tuple[datetime, datetime]]:
-    """Times taken by the interviewer or by the candidate (times only, nobody's names)."""
-    query = (
-        select(Interview.starts_at, Interview.ends_at)
-        .join(Application, Application.id == Interview.application_id)
-        .where(
-            Interview.status != "cancelled",
-            Interview.starts_at < end,
-            Interview.ends_at > start,
-            or_(
-                Interview.interviewer_id == interviewer_id,
-                Application.candidate_id == candidate_id,
-            ),
-        )
-    )
-    if skip is not None:
-        query = query.where(Interview.id != skip)
-    return [(s, e) for s, e in (await session.execute(query)).all()]
-
-
 async def interviewer_for(
     session: AsyncSession,
     application: Application,
@@ -142,32 +113,19 @@ async def interviewer_for(
 ) -> Interviewer:
     """Who interviews for this application (see the module docstring)."""
     if interviewer_id is None:
-        interviewer_id = await session.scalar(
-            select(Interview.interviewer_id)
-            .where(
-                Interview.application_id == application.id,
-                Interview.interviewer_id.is_not(None),
-            )
-            .order_by(Interview.id.desc())
-            .limit(1)
+        interviewer_id = await repository.latest_interviewer_of_application(
+            session, application_id=application.id
         )
     if interviewer_id is None:
-        interviewer_id = await session.scalar(
-            select(Interview.interviewer_id)
-            .join(Application, Application.id == Interview.application_id)
-            .where(
-                Application.vacancy_id == application.vacancy_id,
-                Interview.interviewer_id.is_not(None),
-            )
-            .order_by(Interview.id.desc())
-            .limit(1)
+        interviewer_id = await repository.latest_interviewer_of_vacancy(
+            session, vacancy_id=application.vacancy_id
         )
     if interviewer_id is None:
-        only = (await session.scalars(select(Interviewer.id).limit(2))).all()
-        interviewer_id = only[0] if len(only) == 1 else None
-    query = select(Interviewer).where(Interviewer.id == interviewer_id)
+        interviewer_id = await repository.sole_interviewer_id(session)
     found = (
-        await session.scalar(query.with_for_update() if for_update else query)
+        await repository.interviewer_by_id(
+            session, interviewer_id=interviewer_id, for_update=for_update
+        )
         if interviewer_id is not None
         else None
     )
@@ -217,7 +175,7 @@ async def _check_slot(
     inside = hours is not None and any(a <= start and end <= b for a, b in _open(hours, start, end))
     if not inside:
         raise ToolRefused("the interviewer is not available at that time; ask for free slots")
-    busy = await _busy(
+    busy = await repository.busy_times(
         session,
         interviewer_id=interviewer.id,
         candidate_id=candidate_id,
@@ -258,7 +216,7 @@ async def free_slots(
     hours = availability_of(interviewer)
     slots: list[tuple[datetime, datetime]] = []
     if hours is not None and start < end:
-        busy = await _busy(
+        busy = await repository.busy_times(
             session,
             interviewer_id=interviewer.id,
             candidate_id=candidate_id,
@@ -307,13 +265,7 @@ async def book_interview(
     application, _ = await own_application(session, candidate_id, application_id)
     zone = zone_of(candidate)
     start = parse_start(starts_at, zone)
-    existing = await session.scalar(
-        select(Interview.id).where(
-            Interview.application_id == application.id,
-            Interview.status.in_(ACTIVE),
-            Interview.ends_at > clock.now(),
-        )
-    )
+    existing = await repository.upcoming_interview_id(session, application_id=application.id)
     if existing is not None:
         raise ToolRefused(
             f"this application already has interview {existing}; reschedule it instead"

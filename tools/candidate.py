@@ -14,17 +14,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ScalarResult, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
 from traza.db.models import Application, Candidate, Interview, Vacancy
+from traza.recruiting import repository
 from traza.recruiting.followups import conversation_of
-from traza.recruiting.interviews import ACTIVE
 from traza.settings import get_settings
 from traza.trace import kinds
-
-"""Interview statuses that hold a slot and that the candidate may still act on."""
 
 SAFE_FIELDS = frozenset({"email", "city", "years_experience", "availability", "cv_url", "linkedin"})
 """Profile keys a candidate may always give, on top of their vacancies' required fields."""
@@ -84,8 +81,9 @@ async def own_candidate(
     session: AsyncSession, candidate_id: int, *, for_update: bool = False
 ) -> Candidate:
     """The conversation's candidate; refused when the binding is wrong."""
-    query = select(Candidate).where(Candidate.id == candidate_id)
-    candidate = await session.scalar(query.with_for_update() if for_update else query)
+    candidate = await repository.candidate_by_id(
+        session, candidate_id=candidate_id, for_update=for_update
+    )
     if candidate is None:
         raise ToolRefused("this conversation has no candidate profile")
     return candidate
@@ -95,17 +93,13 @@ async def own_application(
     session: AsyncSession, candidate_id: int, application_id: int
 ) -> tuple[Application, Vacancy]:
     """One of the candidate's applications with its vacancy; refused otherwise."""
-    row = (
-        await session.execute(
-            select(Application, Vacancy)
-            .join(Vacancy, Vacancy.id == Application.vacancy_id)
-            .where(Application.id == application_id, Application.candidate_id == candidate_id)
-        )
-    ).first()
-    if row is None:
+    found = await repository.application_of_candidate(
+        session, candidate_id=candidate_id, application_id=application_id
+    )
+    if found is None:
         # Same words whether the id is unknown or another candidate's.
         raise ToolRefused("that application is not one of this candidate's")
-    return row[0], row[1]
+    return found
 
 
 async def own_applications(
@@ -114,27 +108,16 @@ async def own_applications(
     """The candidate's applications (or just the one asked for), oldest first."""
     if application_id is not None:
         return [await own_application(session, candidate_id, application_id)]
-    rows = await session.execute(
-        select(Application, Vacancy)
-        .join(Vacancy, Vacancy.id == Application.vacancy_id)
-        .where(Application.candidate_id == candidate_id)
-        .order_by(Application.id)
-    )
-    return [(a, v) for a, v in rows.all()]
+    return await repository.applications_of_candidate(session, candidate_id=candidate_id)
 
 
 async def own_interview(
     session: AsyncSession, candidate_id: int, interview_id: int, *, for_update: bool = False
 ) -> Interview:
     """One of the candidate's interviews; refused otherwise (same words either way)."""
-    query = (
-        select(Interview)
-        .join(Application, Application.id == Interview.application_id)
-        .where(Interview.id == interview_id, Application.candidate_id == candidate_id)
+    interview = await repository.interview_of_candidate(
+        session, candidate_id=candidate_id, interview_id=interview_id, for_update=for_update
     )
-    if for_update:
-        query = query.with_for_update(of=Interview)
-    interview = await session.scalar(query)
     if interview is None:
         raise ToolRefused("that interview is not one of this candidate's")
     return interview
@@ -178,17 +161,7 @@ async def application_status(
     zone = zone_of(candidate)
     rows = await own_applications(session, candidate_id, application_id)
     interviews = (
-        (
-            await session.scalars(
-                select(Interview)
-                .where(
-                    Interview.application_id.in_([a.id for a, _ in rows]),
-                    Interview.status.in_(ACTIVE),
-                    Interview.ends_at > clock.now(),
-                )
-                .order_by(Interview.starts_at)
-            )
-        ).all()
+        await repository.upcoming_interviews(session, application_ids=[a.id for a, _ in rows])
         if rows
         else []
     )
@@ -232,11 +205,7 @@ async def missing_fields(
 
 async def allowed_fields(session: AsyncSession, candidate_id: int) -> frozenset[str]:
     """Keys `record_data` accepts for this candidate."""
-    required: ScalarResult[list[Any]] = await session.scalars(
-        select(Vacancy.required_fields)
-        .join(Application, Application.vacancy_id == Vacancy.id)
-        .where(Application.candidate_id == candidate_id)
-    )
+    required = await repository.required_fields_of_candidate(session, candidate_id=candidate_id)
     keys = {k for fields in required for k in (fields or []) if isinstance(k, str)}
     return frozenset((keys | SAFE_FIELDS) - PROTECTED)
 

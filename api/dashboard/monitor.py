@@ -2,35 +2,25 @@
 
 The figures, activity lines and escalated cases are `traza.reports.monitor`
 (`traza.recruiting.stats`): one definition shared with `GET /recruiting/agents/{name}`
-and `GET /reports/agents/{name}`. Only what the charts draw is read here, counting "sent"
-exactly as those figures do (a follow-up sent with a message, fired in the period).
+and `GET /reports/agents/{name}`. Only what the charts draw is counted here, from
+`traza.recruiting.repository.sent_followups`, which counts "sent" exactly as those figures
+do (a follow-up sent with a message, fired in the period).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from traza.recruiting import repository
 
 Period = Literal["7d", "30d", "90d", "all"]
 PERIODS: tuple[Period, ...] = ("7d", "30d", "90d", "all")
 DAYS: dict[Period, int | None] = {"7d": 7, "30d": 30, "90d": 90, "all": None}
-
-SENT_SQL = text(
-    """
-    SELECT f.fired_at, f.trigger,
-           (m.delivered_at IS NOT NULL OR m.read_at IS NOT NULL) AS delivered
-      FROM followups f
-      JOIN messages m ON m.id = f.message_id
-     WHERE f.agent = :agent AND f.status = 'sent' AND f.fired_at IS NOT NULL
-       AND (CAST(:since AS timestamptz) IS NULL OR f.fired_at >= CAST(:since AS timestamptz))
-     ORDER BY f.fired_at
-    """
-)
 
 
 @dataclass
@@ -78,7 +68,7 @@ async def charts(
     session: AsyncSession, agent: str, *, start: datetime | None, now: datetime, zone: ZoneInfo
 ) -> Charts:
     """What the monitor's charts draw for `agent` since `start`."""
-    rows: list[Any] = list(await session.execute(SENT_SQL, {"agent": agent, "since": start}))
+    rows = await repository.sent_followups(session, agent=agent, since=start)
     per_day, weekly = buckets([r.fired_at for r in rows], start=start, now=now, zone=zone)
     per_trigger: dict[str, int] = {}
     for row in rows:

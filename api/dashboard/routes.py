@@ -14,8 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
-from sqlalchemy import Text, and_, cast, func, select, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, func, select, true
 
 from api.dashboard import charts, monitor, session
 from api.dashboard.pages import AnyPage, Page, SignedIn, safe_next
@@ -26,8 +25,10 @@ from api.routes import handoffs as handoffs_api
 from api.schemas import TransferRequest
 from api.throttle import throttle_of
 from traza.db.engine import get_sessionmaker
-from traza.db.models import AgentTeam, Candidate, Contact, Conversation, Handoff, HumanAgent, Team
+from traza.db.models import Candidate, Contact, Conversation, Handoff
+from traza.operations import repository as operations
 from traza.operations.handoffs import OPEN
+from traza.recruiting import repository as recruiting
 from traza.recruiting.agents import active_agents
 from traza.reports.monitor import follow_up_monitor
 from traza.rules import active
@@ -132,15 +133,7 @@ async def home(page: SignedIn) -> Response:
     """Where to go: the inbox, the conversations, the follow-up agents."""
     name = page.operator.name
     async with get_sessionmaker()() as db:
-        counts = (
-            await db.execute(
-                select(
-                    func.count().filter(Handoff.status == "open"),
-                    func.count().filter(Handoff.assigned_agent == name),
-                    func.count(),
-                ).where(Handoff.status.in_(OPEN), _team_scope(page, Handoff.team))
-            )
-        ).one()
+        counts = await operations.inbox_counts(db, agent_name=name, teams=page.operator.scope)
         conversations = (
             await db.execute(
                 select(
@@ -206,10 +199,7 @@ async def agent_monitor(page: SignedIn, name: str, period: str = "30d") -> Respo
         figures = await _monitor(page, db, name, start=start)
         drawn = await monitor.charts(db, name, start=start, now=page.now, zone=page.zone)
         handoff_ids = [c["handoff_id"] for c in figures["escalated_cases"]]
-        rows = await db.execute(
-            select(Handoff.id, Handoff.conversation_id).where(Handoff.id.in_(handoff_ids))
-        )
-        conversation_of = {row.id: row.conversation_id for row in rows}
+        conversation_of = await operations.conversations_of_handoffs(db, handoff_ids=handoff_ids)
     t = page.t
     per_bucket = charts.bar_chart(
         [(d.strftime("%d/%m"), n) for d, n in drawn.buckets],
@@ -257,43 +247,25 @@ async def agent_monitor(page: SignedIn, name: str, period: str = "30d") -> Respo
 
 
 async def _transfer_options(db: Any) -> dict[str, Any]:
-    teams = list((await db.execute(select(Team.name).order_by(Team.name))).scalars())
-    rows = await db.execute(
-        select(HumanAgent.name, Team.name)
-        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
-        .join(Team, Team.id == AgentTeam.team_id)
-        .where(HumanAgent.disabled_at.is_(None), HumanAgent.role != "integration")
-        .order_by(HumanAgent.name, Team.name)
-    )
-    return {"teams": teams, "agents": [(a, team) for a, team in rows]}
+    teams = await operations.team_names(db)
+    return {"teams": teams, "agents": await operations.assignable_memberships(db)}
 
 
 @router.get("/handoffs")
 async def inbox(page: SignedIn, show: str = "all") -> Response:
     """Active handoffs of the operator's teams, highest priority first, then oldest."""
     rules = await active.current()
-    rank = func.coalesce(
-        func.array_position(
-            cast(rules.rules.priorities, ARRAY(Text)), cast(Handoff.priority, Text)
-        ),
-        len(rules.rules.priorities),
-    )
-    query = (
-        select(Handoff, Contact, Candidate.name)
-        .join(Conversation, Conversation.id == Handoff.conversation_id)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .outerjoin(Candidate, Candidate.contact_id == Contact.id)
-        .where(Handoff.status.in_(OPEN), _team_scope(page, Handoff.team))
-    )
-    if show == "mine":
-        query = query.where(Handoff.assigned_agent == page.operator.name)
-    elif show == "unassigned":
-        query = query.where(Handoff.assigned_agent.is_(None))
-    else:
+    if show not in ("mine", "unassigned"):
         show = "all"
     async with get_sessionmaker()() as db:
-        ordered = query.order_by(rank, Handoff.created_at, Handoff.id).limit(INBOX_LIMIT)
-        rows = (await db.execute(ordered)).all()
+        rows = await operations.inbox_handoffs(
+            db,
+            priorities=rules.rules.priorities,
+            teams=page.operator.scope,
+            assigned_agent=page.operator.name if show == "mine" else None,
+            unassigned=show == "unassigned",
+            limit=INBOX_LIMIT,
+        )
         options = await _transfer_options(db)
     items = [
         {
@@ -447,14 +419,8 @@ async def conversation_page(page: SignedIn, conversation_id: int) -> Response:
                 403, "error.forbidden.title", "error.forbidden.body", detail=refused.detail
             )
         contact = await db.get_one(Contact, conversation.contact_id)
-        candidate = await db.scalar(
-            select(Candidate.name).where(Candidate.contact_id == contact.id)
-        )
-        handoff = await db.scalar(
-            select(Handoff).where(
-                Handoff.conversation_id == conversation_id, Handoff.status.in_(OPEN)
-            )
-        )
+        candidate = await recruiting.candidate_name_of_contact(db, contact_id=contact.id)
+        handoff = await operations.active_handoff_of(db, conversation_id=conversation_id)
         timeline = await build_timeline(db, conversation, page.t, page.language)
         options = await _transfer_options(db)
     return page.render(

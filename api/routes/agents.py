@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
-from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import AdminDep, OperatorDep, RowId, SessionDep
@@ -19,9 +18,11 @@ from api.schemas import (
 )
 from traza import trace
 from traza.db.engine import session_scope
-from traza.db.models import AgentTeam, Handoff, HumanAgent, Team
+from traza.db.models import AgentTeam, HumanAgent, Team
 from traza.operations import agents as ops
+from traza.operations import repository
 from traza.operations.handoffs import queue_assignment
+from traza.operations.repository import TEAMS_SQL
 from traza.trace import kinds
 
 router = APIRouter(tags=["agents and teams"])
@@ -32,11 +33,7 @@ def _unprocessable(exc: Exception) -> HTTPException:
 
 
 async def _public(session: AsyncSession, agent: HumanAgent) -> AgentPublic:
-    load = await session.scalar(
-        select(func.count())
-        .select_from(Handoff)
-        .where(Handoff.assigned_agent == agent.name, Handoff.status.in_(("assigned", "accepted")))
-    )
+    load = await repository.agent_load(session, agent_name=agent.name)
     return AgentPublic(
         id=agent.id,
         name=agent.name,
@@ -44,7 +41,7 @@ async def _public(session: AsyncSession, agent: HumanAgent) -> AgentPublic:
         role=agent.role,
         status=agent.status,
         capacity=agent.capacity,
-        load=load or 0,
+        load=load,
         teams=await ops.teams_of(session, agent.id),
         disabled=agent.disabled_at is not None,
         created_at=agent.created_at,
@@ -61,8 +58,7 @@ async def _agent(session: AsyncSession, agent_id: int) -> HumanAgent:
 @router.get("/agents", response_model=list[AgentPublic])
 async def list_agents(session: SessionDep, operator: AdminDep) -> list[AgentPublic]:
     """Every agent with their teams, status and current load."""
-    rows = await session.execute(select(HumanAgent).order_by(HumanAgent.name))
-    return [await _public(session, a) for a in rows.scalars()]
+    return [await _public(session, a) for a in await repository.agents_by_name(session)]
 
 
 @router.post("/agents", response_model=AgentCreated, status_code=201)
@@ -181,24 +177,10 @@ async def my_status(body: StatusUpdate, request: Request, operator: OperatorDep)
         return await _public(session, agent)
 
 
-TEAMS_SQL = text(
-    """
-    SELECT t.name, t.description,
-           coalesce(array_agg(a.name ORDER BY a.name) FILTER (WHERE a.name IS NOT NULL), '{}')
-             AS members,
-           count(a.id) FILTER (WHERE a.status = 'online') AS online
-      FROM teams t
-      LEFT JOIN agent_teams at ON at.team_id = t.id
-      LEFT JOIN agents a ON a.id = at.agent_id AND a.disabled_at IS NULL
-     GROUP BY t.id ORDER BY t.name
-    """
-)
-
-
 @router.get("/teams", response_model=list[TeamPublic])
 async def list_teams(session: SessionDep, operator: OperatorDep) -> list[TeamPublic]:
     """Teams with their members and how many are online."""
-    rows = (await session.execute(TEAMS_SQL)).all()
+    rows = await repository.teams_with_members(session)
     return [
         TeamPublic(name=r.name, description=r.description, members=r.members, online=r.online)
         for r in rows
@@ -217,4 +199,5 @@ async def create_team(body: TeamRequest, operator: AdminDep) -> TeamPublic:
     return TeamPublic(name=body.name, description=body.description, members=[], online=0)
 
 
-__all__ = ["AgentTeam", "Team", "router"]
+# `TEAMS_SQL` stays importable here for `traza teams list` (`traza/cli/operations.py`).
+__all__ = ["TEAMS_SQL", "AgentTeam", "Team", "router"]

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, HTTPException, Response, status
 from icalendar import Calendar, Event
-from sqlalchemy import select
 
 from api.deps import SessionDep
 from traza import clock
-from traza.db.models import Application, Candidate, Interview, Interviewer, Vacancy
+from traza.db.models import Interview, Interviewer
+from traza.recruiting import repository
 
 router = APIRouter(tags=["recruiting"])
 
@@ -83,24 +83,16 @@ def build_feed(interviewer: Interviewer, rows: list[tuple[Interview, str, str]])
 async def interviewer_calendar(token: str, session: SessionDep) -> Response:
     """An interviewer's interviews as iCalendar (subscribe to this URL)."""
     interviewer = (
-        await session.scalar(select(Interviewer).where(Interviewer.calendar_token == token))
+        await repository.interviewer_by_calendar_token(session, token=token)
         if _TOKEN.match(token)
         else None
     )
     if interviewer is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="unknown calendar")
-    result = await session.execute(
-        select(Interview, Vacancy.title, Candidate.name)
-        .join(Application, Application.id == Interview.application_id)
-        .join(Vacancy, Vacancy.id == Application.vacancy_id)
-        .join(Candidate, Candidate.id == Application.candidate_id)
-        .where(
-            Interview.interviewer_id == interviewer.id,
-            Interview.ends_at >= clock.now() - HISTORY,
-        )
-        .order_by(Interview.starts_at, Interview.id)
+    rows = await repository.calendar_feed(
+        session, interviewer_id=interviewer.id, ended_after=clock.now() - HISTORY
     )
-    body = build_feed(interviewer, [(i, t, n) for i, t, n in result.all()])
+    body = build_feed(interviewer, rows)
     return Response(
         content=body,
         media_type="text/calendar; charset=utf-8",

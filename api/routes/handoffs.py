@@ -9,15 +9,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from sqlalchemy import Text, cast, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from api.deps import OperatorDep, RowId, SessionDep, check_team, deny
 from api.schemas import HandoffPublic, NotePublic, ResumeResult, TransferRequest
 from traza import clock, trace
 from traza.db.engine import session_scope
-from traza.db.models import Handoff, Note, SlaTimer
-from traza.operations import handoffs
+from traza.db.models import Handoff
+from traza.operations import handoffs, repository
 from traza.operations.agents import OperationsError, Operator
 from traza.operations.assignment import give
 from traza.rules import active
@@ -45,31 +43,19 @@ async def list_handoffs(
 ) -> list[HandoffPublic]:
     """The queue: highest priority first, then longest waiting."""
     rules = await active.current()
-    query = select(Handoff)
-    if status_ == "active":
-        query = query.where(Handoff.status.in_(OPEN))
-    elif status_:
-        query = query.where(Handoff.status == status_)
-    if team:
-        query = query.where(Handoff.team == team)
-    if priority:
-        query = query.where(Handoff.priority == priority)
-    if sla:
-        query = query.where(Handoff.sla_state == sla)
-    if agent:
-        query = query.where(Handoff.assigned_agent == (operator.name if agent == "me" else agent))
-    if escalated is not None:
-        query = query.where(Handoff.escalated_to.is_not(None) == escalated)
-    if operator.role != "admin":
-        query = query.where(Handoff.team.in_(sorted(operator.teams)))
-    rank = func.coalesce(
-        func.array_position(
-            cast(rules.rules.priorities, ARRAY(Text)), cast(Handoff.priority, Text)
-        ),
-        len(rules.rules.priorities),
+    queue = await repository.handoff_queue(
+        session,
+        priorities=rules.rules.priorities,
+        status=status_,
+        team=team,
+        priority=priority,
+        sla=sla,
+        assigned_agent=(operator.name if agent == "me" else agent) if agent else None,
+        escalated=escalated,
+        teams=None if operator.role == "admin" else operator.teams,
+        limit=limit,
     )
-    rows = await session.execute(query.order_by(rank, Handoff.created_at, Handoff.id).limit(limit))
-    return [HandoffPublic.model_validate(h) for h in rows.scalars()]
+    return [HandoffPublic.model_validate(h) for h in queue]
 
 
 async def _visible(
@@ -94,9 +80,7 @@ async def get_handoff(handoff: VisibleHandoff) -> HandoffPublic:
 @router.get("/{handoff_id}/sla")
 async def sla_timers(handoff: VisibleHandoff, session: SessionDep) -> list[dict[str, object]]:
     """The handoff's SLA clocks: metric, status, deadline."""
-    rows = await session.execute(
-        select(SlaTimer).where(SlaTimer.handoff_id == handoff.id).order_by(SlaTimer.id)
-    )
+    timers = await repository.sla_timers_of(session, handoff_id=handoff.id)
     return [
         {
             "metric": t.metric,
@@ -106,7 +90,7 @@ async def sla_timers(handoff: VisibleHandoff, session: SessionDep) -> list[dict[
             "stopped_at": t.stopped_at,
             "actions": t.actions,
         }
-        for t in rows.scalars()
+        for t in timers
     ]
 
 
@@ -207,8 +191,10 @@ async def transfer(
 @router.get("/{handoff_id}/notes", response_model=list[NotePublic])
 async def notes(handoff: VisibleHandoff, session: SessionDep) -> list[NotePublic]:
     """Internal notes on this handoff."""
-    rows = await session.execute(select(Note).where(Note.handoff_id == handoff.id))
-    return [NotePublic.model_validate(n) for n in rows.scalars()]
+    return [
+        NotePublic.model_validate(n)
+        for n in await repository.notes_of(session, handoff_id=handoff.id)
+    ]
 
 
 async def _close(

@@ -1,0 +1,218 @@
+"""What the operator endpoints and the dashboard read: agents, teams, handoffs, notes, SLA clocks.
+
+The statements behind `api/routes/agents.py`, `api/routes/handoffs.py` and the dashboard's
+pages, in one place. Each function takes the caller's session and leaves the transaction
+(flush, commit) to it. `teams` arguments are an operator's scope: the names of the teams
+whose handoffs they see, or None for all of them (admins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from traza.db.models import (
+    AgentTeam,
+    Candidate,
+    Contact,
+    Conversation,
+    Handoff,
+    HumanAgent,
+    Note,
+    SlaTimer,
+    Team,
+)
+from traza.operations import handoffs
+
+# Active handoffs are `handoffs.OPEN` (open, assigned or accepted), read when a statement is
+# built: a module reference, so `handoffs` may in turn import this module without a cycle.
+
+TEAMS_SQL = text(
+    """
+    SELECT t.name, t.description,
+           coalesce(array_agg(a.name ORDER BY a.name) FILTER (WHERE a.name IS NOT NULL), '{}')
+             AS members,
+           count(a.id) FILTER (WHERE a.status = 'online') AS online
+      FROM teams t
+      LEFT JOIN agent_teams at ON at.team_id = t.id
+      LEFT JOIN agents a ON a.id = at.agent_id AND a.disabled_at IS NULL
+     GROUP BY t.id ORDER BY t.name
+    """
+)
+
+
+def _priority_rank(priorities: list[str]) -> ColumnElement[Any]:
+    """A handoff's place in the rules' priority list (unknown priorities last)."""
+    return func.coalesce(
+        func.array_position(cast(priorities, ARRAY(Text)), cast(Handoff.priority, Text)),
+        len(priorities),
+    )
+
+
+def _in_teams(column: Any, teams: frozenset[str] | None) -> Any:
+    """A WHERE clause limiting `column` (a team name) to `teams` (None: no limit)."""
+    if teams is None:
+        return true()
+    return column.in_(sorted(teams))
+
+
+# --- agents and teams ----------------------------------------------------------------------
+
+
+async def agent_load(session: AsyncSession, *, agent_name: str) -> int:
+    """How many handoffs are assigned to or accepted by the agent."""
+    load = await session.scalar(
+        select(func.count())
+        .select_from(Handoff)
+        .where(Handoff.assigned_agent == agent_name, Handoff.status.in_(("assigned", "accepted")))
+    )
+    return load or 0
+
+
+async def agents_by_name(session: AsyncSession) -> list[HumanAgent]:
+    """Every agent, disabled ones included, in name order."""
+    rows = await session.execute(select(HumanAgent).order_by(HumanAgent.name))
+    return list(rows.scalars())
+
+
+async def teams_with_members(session: AsyncSession) -> Sequence[Row[Any]]:
+    """Every team: name, description, enabled members and how many of them are online."""
+    return (await session.execute(TEAMS_SQL)).all()
+
+
+async def team_names(session: AsyncSession) -> list[str]:
+    """The names of all teams, in order."""
+    return list((await session.execute(select(Team.name).order_by(Team.name))).scalars())
+
+
+async def assignable_memberships(session: AsyncSession) -> list[tuple[str, str]]:
+    """(agent, team) of every enabled person's team membership, by agent then team."""
+    rows = await session.execute(
+        select(HumanAgent.name, Team.name)
+        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
+        .join(Team, Team.id == AgentTeam.team_id)
+        .where(HumanAgent.disabled_at.is_(None), HumanAgent.role != "integration")
+        .order_by(HumanAgent.name, Team.name)
+    )
+    return [(a, team) for a, team in rows]
+
+
+# --- handoffs ------------------------------------------------------------------------------
+
+
+async def handoff_queue(
+    session: AsyncSession,
+    *,
+    priorities: list[str],
+    status: str | None = None,
+    team: str | None = None,
+    priority: str | None = None,
+    sla: str | None = None,
+    assigned_agent: str | None = None,
+    escalated: bool | None = None,
+    teams: frozenset[str] | None = None,
+    limit: int,
+) -> list[Handoff]:
+    """Handoffs matching the filters, highest priority first, then longest waiting.
+
+    `status` "active" means open, assigned or accepted.
+    """
+    query = select(Handoff)
+    if status == "active":
+        query = query.where(Handoff.status.in_(handoffs.OPEN))
+    elif status:
+        query = query.where(Handoff.status == status)
+    if team:
+        query = query.where(Handoff.team == team)
+    if priority:
+        query = query.where(Handoff.priority == priority)
+    if sla:
+        query = query.where(Handoff.sla_state == sla)
+    if assigned_agent is not None:
+        query = query.where(Handoff.assigned_agent == assigned_agent)
+    if escalated is not None:
+        query = query.where(Handoff.escalated_to.is_not(None) == escalated)
+    if teams is not None:
+        query = query.where(Handoff.team.in_(sorted(teams)))
+    rank = _priority_rank(priorities)
+    rows = await session.execute(query.order_by(rank, Handoff.created_at, Handoff.id).limit(limit))
+    return list(rows.scalars())
+
+
+async def inbox_handoffs(
+    session: AsyncSession,
+    *,
+    priorities: list[str],
+    teams: frozenset[str] | None,
+    assigned_agent: str | None = None,
+    unassigned: bool = False,
+    limit: int,
+) -> list[tuple[Handoff, Contact, str | None]]:
+    """Active handoffs with their contact and candidate name, by priority then age."""
+    rank = _priority_rank(priorities)
+    query = (
+        select(Handoff, Contact, Candidate.name)
+        .join(Conversation, Conversation.id == Handoff.conversation_id)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .outerjoin(Candidate, Candidate.contact_id == Contact.id)
+        .where(Handoff.status.in_(handoffs.OPEN), _in_teams(Handoff.team, teams))
+    )
+    if assigned_agent is not None:
+        query = query.where(Handoff.assigned_agent == assigned_agent)
+    elif unassigned:
+        query = query.where(Handoff.assigned_agent.is_(None))
+    ordered = query.order_by(rank, Handoff.created_at, Handoff.id).limit(limit)
+    return [(h, contact, name) for h, contact, name in (await session.execute(ordered)).all()]
+
+
+async def inbox_counts(
+    session: AsyncSession, *, agent_name: str, teams: frozenset[str] | None
+) -> tuple[int, int, int]:
+    """Active handoffs of `teams`: (queued, assigned to the agent, all)."""
+    row = (
+        await session.execute(
+            select(
+                func.count().filter(Handoff.status == "open"),
+                func.count().filter(Handoff.assigned_agent == agent_name),
+                func.count(),
+            ).where(Handoff.status.in_(handoffs.OPEN), _in_teams(Handoff.team, teams))
+        )
+    ).one()
+    return row[0], row[1], row[2]
+
+
+async def active_handoff_of(session: AsyncSession, *, conversation_id: int) -> Handoff | None:
+    """The conversation's active handoff (open, assigned or accepted), if any."""
+    return await session.scalar(
+        select(Handoff).where(
+            Handoff.conversation_id == conversation_id, Handoff.status.in_(handoffs.OPEN)
+        )
+    )
+
+
+async def conversations_of_handoffs(
+    session: AsyncSession, *, handoff_ids: list[int]
+) -> dict[int, int]:
+    """The conversation of each of these handoffs, by handoff id."""
+    rows = await session.execute(
+        select(Handoff.id, Handoff.conversation_id).where(Handoff.id.in_(handoff_ids))
+    )
+    return {row.id: row.conversation_id for row in rows}
+
+
+async def sla_timers_of(session: AsyncSession, *, handoff_id: int) -> list[SlaTimer]:
+    """The handoff's SLA clocks, in the order they were started."""
+    rows = await session.execute(
+        select(SlaTimer).where(SlaTimer.handoff_id == handoff_id).order_by(SlaTimer.id)
+    )
+    return list(rows.scalars())
+
+
+async def notes_of(session: AsyncSession, *, handoff_id: int) -> list[Note]:
+    """The internal notes on the handoff."""
+    rows = await session.execute(select(Note).where(Note.handoff_id == handoff_id))
+    return list(rows.scalars())
