@@ -18,11 +18,10 @@ from api.schemas import (
 )
 from traza import trace
 from traza.db.engine import session_scope
-from traza.db.models import AgentTeam, HumanAgent, Team
+from traza.db.models import HumanAgent
 from traza.operations import agents as ops
 from traza.operations import repository
 from traza.operations.handoffs import queue_assignment
-from traza.operations.repository import TEAMS_SQL
 from traza.trace import kinds
 
 router = APIRouter(tags=["agents and teams"])
@@ -197,7 +196,3 @@ async def create_team(body: TeamRequest, operator: AdminDep) -> TeamPublic:
         except ops.OperationsError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     return TeamPublic(name=body.name, description=body.description, members=[], online=0)
-
-
-# `TEAMS_SQL` stays importable here for `traza teams list` (`traza/cli/operations.py`).
-__all__ = ["TEAMS_SQL", "AgentTeam", "Team", "router"]

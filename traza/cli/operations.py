@@ -172,10 +172,10 @@ def teams_add(
 @teams_cli.command("list")
 def teams_list() -> None:
     """Teams and their members."""
-    from api.routes.agents import TEAMS_SQL  # noqa: PLC0415  (heavy: FastAPI)
+    from traza.operations.repository import teams_with_members  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def work(session: Any) -> list[Any]:
-        return list((await session.execute(TEAMS_SQL)).all())
+        return list(await teams_with_members(session))
 
     for row in _run(work):
         typer.echo(f"{row.name:<20} {row.online} online  members: {', '.join(row.members) or '-'}")
