@@ -1,19 +1,24 @@
 """The conversation and its messages: the 24-hour window, language, Studio threads, turns consumed.
 
-The handoff aggregate lives in `traza.operations.handoffs`, the trace in `traza.trace`.
+`load_turn_context` reads what a turn decides with (conversation, contact, candidate,
+open handoff, recent messages) in one round trip. The handoff aggregate lives in
+`traza.operations.handoffs`, the trace in `traza.trace`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from traza import clock
-from traza.db.engine import autocommit
+from traza import clock, trace
+from traza.db.engine import autocommit, direct, run, session_scope
 from traza.db.models import Conversation, Message
+from traza.trace import kinds
 
 WINDOW = timedelta(hours=24)
 STUDIO_PHONE_NUMBER_ID = "studio"
@@ -88,3 +93,136 @@ async def mark_processed(
         .where(Message.id.in_(message_ids), Message.processed_at.is_(None))
         .values(**values)
     )
+
+
+# One round trip: the conversation, its contact, its open handoff and its last messages
+# before this turn.
+CONTEXT_SQL = text(
+    """
+    SELECT c.id, c.owner, c.last_inbound_at, ct.profile_name, ct.locale, ct.opted_out_at,
+           c.language,
+           ct.wa_id, (SELECT i.phone_number_id FROM inboxes i WHERE i.id = c.inbox_id) AS inbox,
+           (SELECT k.id FROM candidates k WHERE k.contact_id = c.contact_id) AS candidate_id,
+           (SELECT json_build_object('name', k.name, 'email', k.email, 'phone', k.phone)
+              FROM candidates k WHERE k.contact_id = c.contact_id) AS candidate,
+           (SELECT h.id FROM handoffs h
+             WHERE h.conversation_id = c.id
+               AND h.status IN ('open', 'assigned', 'accepted')) AS handoff_id,
+           (SELECT coalesce(json_agg(r ORDER BY r.id), '[]'::json) FROM (
+               SELECT m.id, m.direction, m.actor, m.type, left(m.text, 500) AS text
+                 FROM messages m
+                WHERE m.conversation_id = c.id
+                  AND (CAST(:before AS bigint) IS NULL OR m.id < CAST(:before AS bigint))
+                ORDER BY m.id DESC LIMIT :window) r) AS recent
+      FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+     WHERE c.thread_id = :thread_id
+    """
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnContext:
+    """A conversation as one turn sees it, read before the turn's first message."""
+
+    conversation_id: int
+    owner: str
+    contact_name: str | None
+    contact_wa_id: str | None
+    locale: str | None
+    language: str | None
+    """The conversation's detected language (None before the first detection)."""
+    opted_out: bool
+    in_window: bool
+    """Whether WhatsApp's 24-hour window is open (`in_service_window`)."""
+    inbox: str | None
+    """The inbox's phone_number_id."""
+    candidate_id: int | None
+    candidate: dict[str, Any] | None
+    """The candidate's own data: name, email, phone."""
+    handoff_id: int | None
+    """The open (queued, assigned or accepted) handoff."""
+    recent: list[dict[str, Any]]
+    """The last messages before the turn, oldest first: id, direction, actor, type, text."""
+    turn: list[dict[str, Any]]
+    """The turn's inbound messages, each stored (with its `id`)."""
+
+
+async def load_turn_context(
+    *, thread_id: str, turn: Sequence[Mapping[str, Any]], window: int
+) -> TurnContext:
+    """Read the thread's conversation, with the `window` messages before `turn`.
+
+    Workers pass the stored, unprocessed messages (selected under the conversation lock):
+    one read on a `direct()` connection, nothing written. Messages typed in LangGraph
+    Studio have no `id`: they are stored first (with their `message.received` event), on
+    a conversation created for the thread if it has none, and open the 24-hour window.
+    """
+    before = min((i["id"] for i in turn if "id" in i), default=None)
+    params = {"thread_id": thread_id, "before": before, "window": window}
+    typed_in_studio = any("id" not in i for i in turn)
+    row = None
+    stored: list[dict[str, Any]] = []
+    last_inbound_at: datetime | None = None
+    if not typed_in_studio:  # the worker's case: one read, nothing to write
+        async with direct() as conn:
+            row = await (await run(conn, CONTEXT_SQL, params)).fetchone()
+        stored, last_inbound_at = [dict(i) for i in turn], row.last_inbound_at if row else None
+    if row is None:
+        async with session_scope() as session:
+            row = (await session.execute(CONTEXT_SQL, params)).first()
+            if row is None:  # a thread started from LangGraph Studio
+                await studio_conversation(session, thread_id)
+                row = (await session.execute(CONTEXT_SQL, params)).one()
+            stored = [await _stored(session, row.id, item) for item in turn]
+            last_inbound_at = row.last_inbound_at
+            if typed_in_studio:
+                last_inbound_at = datetime.now(UTC)
+                await session.execute(
+                    text("UPDATE conversations SET last_inbound_at = :at WHERE id = :id"),
+                    {"at": last_inbound_at, "id": row.id},
+                )
+    return TurnContext(
+        conversation_id=row.id,
+        owner=row.owner,
+        contact_name=row.profile_name,
+        contact_wa_id=row.wa_id,
+        locale=row.locale,
+        language=row.language,
+        opted_out=row.opted_out_at is not None,
+        in_window=in_service_window(last_inbound_at),
+        inbox=row.inbox,
+        candidate_id=row.candidate_id,
+        candidate=row.candidate,
+        handoff_id=row.handoff_id,
+        recent=list(row.recent),
+        turn=stored,
+    )
+
+
+async def _stored(
+    session: AsyncSession, conversation_id: int, item: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Messages typed in Studio have no row yet: store them like webhook messages."""
+    if "id" in item:
+        return dict(item)
+    message = Message(
+        conversation_id=conversation_id,
+        direction="in",
+        type=item.get("type") or "text",
+        text=item.get("text"),
+        content={"body": item.get("text")},
+        actor=trace.CUSTOMER,
+        status="received",
+        channel="studio",
+    )
+    session.add(message)
+    await session.flush()
+    await trace.record(
+        session,
+        conversation_id=conversation_id,
+        kind=kinds.MESSAGE_RECEIVED,
+        actor=trace.CUSTOMER,
+        data={"type": message.type, "source": "studio"},
+        message_id=message.id,
+    )
+    return {"id": message.id, "type": message.type, "text": message.text}

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from traza import clock, trace
-from traza.db.models import HumanAgent, AgentTeam, Conversation, Handoff, Note, Team
+from traza.conversations.repository import mark_processed
+from traza.db.models import AgentTeam, Conversation, Handoff, HumanAgent, Note, Team
 from traza.db.queue import defer_in
 from traza.operations import csat, sla
 from traza.operations.agents import OperationsError
@@ -140,6 +141,33 @@ async def open_handoff(
     return handoff, True
 
 
+async def hand_off(
+    session: AsyncSession,
+    rules: LoadedRules,
+    *,
+    conversation_id: int,
+    decision: dict[str, Any],
+    created_by: str,
+    language: str | None,
+    message_ids: list[int],
+) -> tuple[int, bool]:
+    """Give the conversation to humans: `(handoff id, whether it was opened now)`.
+
+    The open handoff is reused (see `open_handoff`); the turn's messages are consumed and
+    attached to it.
+    """
+    handoff, created = await open_handoff(
+        session,
+        rules,
+        conversation_id=conversation_id,
+        decision=decision,
+        created_by=created_by,
+        language=language,
+    )
+    await mark_processed(session, message_ids, handoff_id=handoff.id)
+    return handoff.id, created
+
+
 async def human_replied(
     session: AsyncSession, handoff_id: int | None, agent: str, rules: LoadedRules
 ) -> None:
@@ -192,6 +220,73 @@ async def close(
     if status == "resolved":
         await csat.ask(session, rules, handoff, language)
     return True
+
+
+async def queue_human_reply(
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    handoff_id: int | None,
+    resume: int,
+    actor: str,
+    text: str,
+    response_type: str | None,
+) -> int | None:
+    """Queue a human's answer from the inbox; None when this resume queued it before.
+
+    Keyed by the handoff and the resume it answers: a re-run resume queues nothing new.
+    """
+    return await queue_message(
+        session,
+        conversation_id=conversation_id,
+        key=f"human:{conversation_id}:{handoff_id}:{resume}",
+        actor=actor,
+        kind="text",
+        text_body=text,
+        content={"body": text, "response_type": response_type},
+    )
+
+
+async def resume_handoff(
+    session: AsyncSession,
+    rules: LoadedRules,
+    *,
+    conversation_id: int,
+    handoff_id: int | None,
+    agent: str,
+    replied: bool,
+    close_as: str | None,
+    language: str | None,
+) -> None:
+    """What a human's answer changes: their reply, closing the handoff, who owns the chat.
+
+    A reply (`replied`) stops the response clocks and accepts the handoff (`human_replied`).
+    `close_as` (`resolved` or `returned`) closes the handoff (`close`) and gives the
+    conversation back to the bot; without it the first agent to answer owns the
+    conversation.
+    """
+    if replied:
+        await human_replied(session, handoff_id, agent, rules)
+    if close_as:
+        await close(
+            session,
+            rules,
+            handoff_id,
+            status=close_as,
+            actor=trace.human(agent),
+            language=language,
+        )
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(owner="bot", owner_agent=None)
+        )
+    else:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.owner_agent.is_(None))
+            .values(owner_agent=agent)
+        )
 
 
 async def add_note(

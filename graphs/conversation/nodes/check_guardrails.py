@@ -1,4 +1,8 @@
-"""Check the draft in layers: entities, other people's data, the reply classifier, the judge."""
+"""Check the draft in layers: entities, other people's data, the reply classifier, the judge.
+
+Decides whether the draft may go (`traza.decisions.guardrails.check`); a blocked one turns
+the decision into a handoff. Whose data the reply may hold: `people_for_reply`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Classify the turn: the judgment model's heads, intent and language (plus the model's, if any)."""
+"""Classify the turn: the judgment model's heads, intent and language (plus the model's, if any).
+
+Decides the classification, the language and the unknown-answer streak; a changed language
+is stored through `traza.conversations.repository.set_language`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
-from traza.conversations import repository as repo
+from traza.conversations.repository import set_language
 from traza.decisions import llm
 from traza.decisions.classifier import classify_turn, combine
 from traza.rules import active
@@ -42,7 +46,7 @@ async def classify(state: ConversationState, runtime: Runtime[Context]) -> dict[
             data["llm_error"] = str(exc)
             data["fallback"] = "model"
     if result.language != state.get("language") and result.source != "type":
-        await repo.set_language(state["conversation_id"], result.language)
+        await set_language(state["conversation_id"], result.language)
     streak = state.get("unknown_streak", 0) + 1 if result.intent == "unknown" else 0
     await record_step(  # buffered: written with the turn's effect
         conversation_id=state["conversation_id"],

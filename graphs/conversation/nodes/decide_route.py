@@ -1,7 +1,8 @@
-"""The decision point: bot, team or system action.
+"""The decision point: bot, team or system action, by `traza.decisions.routing.decide`.
 
 The winning rule and the rules version are recorded. A team that is closed and
 configured with `out_of_hours: {mode: bot}` leaves the turn to the bot (recorded).
+No database: the active rules and the clock are all it reads.
 """
 
 from __future__ import annotations

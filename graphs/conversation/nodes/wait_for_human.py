@@ -1,7 +1,9 @@
 """Wait for a human with `interrupt()` (agent-inbox shape) and carry out their answer.
 
-Resumed with `Command(resume=HumanResponse)`. The node re-runs from its start on resume,
-so everything before `interrupt()` is read-only and every write after it is keyed.
+Decides what the `HumanResponse` asks (a text to send, an end: ignore, return to bot or
+resolve); `traza.operations.handoffs` queues the text and changes the handoff and owner.
+Resumed with `Command(resume=HumanResponse)`, the node re-runs from its start, so
+everything before `interrupt()` is read-only and every write after it is keyed.
 """
 
 from __future__ import annotations
@@ -11,16 +13,14 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from sqlalchemy import update
 
 from graphs.conversation.context import Context
 from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.db.engine import session_scope
-from traza.db.models import Conversation
-from traza.operations import handoffs
-from traza.outbound.outbox import queue_message, request_delivery
+from traza.operations.handoffs import queue_human_reply, resume_handoff
+from traza.outbound.outbox import request_delivery
 from traza.rules import active
 from traza.trace import kinds
 from traza.trace.buffer import flush
@@ -83,19 +83,20 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
     ends = (
         response.get("type") == "ignore" or response.get("return_to_bot") or response.get("resolve")
     )
+    status = ("resolved" if response.get("resolve") else "returned") if ends else None
     rules = await active.current()
     async with session_scope() as session:
         await flush(session)
         message_id = None
         if text:
-            message_id = await queue_message(
+            message_id = await queue_human_reply(
                 session,
                 conversation_id=cid,
-                key=f"human:{cid}:{handoff_id}:{resumes}",
+                handoff_id=handoff_id,
+                resume=resumes,
                 actor=actor,
-                kind="text",
-                text_body=text,
-                content={"body": text, "response_type": response.get("type")},
+                text=text,
+                response_type=response.get("type"),
             )
         await record_step(
             session,
@@ -111,35 +112,23 @@ async def wait_for_human(state: ConversationState, runtime: Runtime[Context]) ->
             started=started,
             message_id=message_id,
         )
-        if text:
-            await handoffs.human_replied(session, handoff_id, agent, rules)
+        await resume_handoff(
+            session,
+            rules,
+            conversation_id=cid,
+            handoff_id=handoff_id,
+            agent=agent,
+            replied=bool(text),
+            close_as=status,
+            language=state.get("language"),
+        )
         if ends:
-            status = "resolved" if response.get("resolve") else "returned"
-            await handoffs.close(
-                session,
-                rules,
-                handoff_id,
-                status=status,
-                actor=actor,
-                language=state.get("language"),
-            )
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == cid)
-                .values(owner="bot", owner_agent=None)
-            )
             await record_step(
                 session,
                 conversation_id=cid,
                 kind=kinds.OWNER_CHANGED,
                 actor=actor,
                 data={"from": "human", "to": "bot", "handoff_id": handoff_id, "handoff": status},
-            )
-        else:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == cid, Conversation.owner_agent.is_(None))
-                .values(owner_agent=agent)
             )
     if text or ends:
         await request_delivery(cid)

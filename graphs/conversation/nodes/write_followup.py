@@ -1,12 +1,8 @@
-"""Write the agent's proactive follow-up: its template in the candidate's language and tone.
+"""Draft the agent's proactive follow-up from `traza.recruiting.messages.followup_message`.
 
-Inside WhatsApp's 24-hour window the message is free text (with reply buttons when the
-template has them); outside it, the approved template with named parameters. By e-mail
-or SMS (the first channel of the follow-up's plan when WhatsApp cannot reach the
-candidate, or when the agent prefers them) it is the text, with the template's subject
-and the buttons as options. When the plan has e-mail or SMS after WhatsApp, the message
-carries them as its fallback, with the same text. The draft then goes through the same
-guardrails as any bot reply.
+Decides whether the model personalises it (never an approved WhatsApp template) and
+carries the final text to the plan's fallback channels; the draft then goes through the
+same guardrails as any bot reply. No template for the language: recorded, not sent.
 """
 
 from __future__ import annotations
@@ -21,19 +17,16 @@ from graphs.conversation.state import ConversationState
 from graphs.conversation.tracing import record_step
 from traza import trace
 from traza.decisions import llm
-from traza.recruiting.agents import active_agents
-from traza.recruiting.messages import fill, render, template_params
+from traza.recruiting.messages import followup_message
 from traza.trace import kinds
-
-FALLBACK_CHANNELS = ("email", "sms")
 
 
 async def write_followup(state: ConversationState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Draft the follow-up named by the turn's input."""
     started = time.perf_counter()
     followup: dict[str, Any] = state.get("followup") or {}
-    agent = active_agents().get(followup.get("agent", ""))
-    template = agent.template(followup["trigger"], followup["language"]) if agent else None
+    message = followup_message(followup=followup, in_window=bool(state.get("in_window")))
+    agent = message.agent
     decision = {
         "route": "bot",
         "rule": f"followup:{followup.get('trigger')}",
@@ -43,57 +36,17 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
         "inputs": {"followup_id": followup.get("id")},
     }
     draft: dict[str, Any] | None = None
-    plan: list[str] = list(followup.get("channels") or ["whatsapp"])
-    channel, fallback = plan[0], [c for c in plan[1:] if c in FALLBACK_CHANNELS]
-    subject: str | None = None
-    buttons: list[dict[str, str]] = []
-    if agent is not None and template is not None:
-        values: dict[str, str] = followup.get("values") or {}
-        text = render(agent, template, values)
-        subject = fill(template.subject, values) if template.subject else None
-        content: dict[str, Any] = {
-            "body": text,
-            "followup_id": followup["id"],
-            "trigger": followup["trigger"],
-            "proactive": True,
-        }
-        kind = "text"
+    if message.text is not None:
         draft = {
-            "text": text,
+            "text": message.text,
             "source": f"followup:{followup['trigger']}",
-            "key": f"followup:{followup['id']}",
+            "key": message.key,
             "kind": "text",
-            "content": content,
+            "content": message.content,
         }
-        interview = followup.get("interview_id")
-        payloads = [f"interview:confirm:{interview}", f"interview:reschedule:{interview}"]
-        if template.buttons and interview:
-            buttons = [
-                {"id": p, "title": b[:20]} for p, b in zip(payloads, template.buttons, strict=False)
-            ]
-        if channel != "whatsapp":  # e-mail or SMS: the text, buttons as options
-            content["channel"] = channel
-            if subject and channel == "email":
-                content["subject"] = subject
-            if buttons:
-                kind = "interactive"
-                content["buttons"] = buttons
-        elif state.get("in_window"):
-            if buttons:
-                kind = "interactive"
-                content["buttons"] = buttons
-        elif template.whatsapp_template is not None:
-            kind = "template"
-            content |= {
-                "name": template.whatsapp_template.name,
-                "language": template.whatsapp_template.language,
-                "params": template_params(template, values),
-            }
-            if template.buttons and interview:
-                content["button_payloads"] = payloads[: len(template.buttons)]
     llm_error = None
     model = llm.chat_model(runtime.context.llm_model) if runtime.context.use_llm else None
-    if draft is not None and kind != "template" and model is not None and agent is not None:
+    if draft is not None and message.kind != "template" and model is not None and agent is not None:
         # Inside the window the model may personalise within the template's intent; an
         # approved template (outside it) is sent exactly as approved.
         try:
@@ -112,14 +65,10 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
         except llm.LLMError as exc:
             llm_error = str(exc)
     if draft is not None:
-        draft["kind"] = kind
-        if fallback:  # the text the guardrails check is the one any channel sends
-            draft["content"]["fallback"] = {
-                "channels": fallback,
-                "text": draft["text"],
-                "subject": subject,
-                "buttons": buttons,
-            }
+        draft["kind"] = message.kind
+        # The text the guardrails check is the one any channel sends.
+        if (fallback := message.fallback_content(draft["text"])) is not None:
+            draft["content"]["fallback"] = fallback
     await record_step(
         conversation_id=state["conversation_id"],
         kind=kinds.FOLLOWUP_DRAFTED,
@@ -129,8 +78,8 @@ async def write_followup(state: ConversationState, runtime: Runtime[Context]) ->
             "trigger": followup.get("trigger"),
             "message_kind": draft["kind"] if draft else None,
             "in_window": bool(state.get("in_window")),
-            "channel": channel,
-            "fallback": fallback,
+            "channel": message.channel,
+            "fallback": message.fallback,
             "unavailable": followup.get("unavailable") or {},
             "due_at": followup.get("due_at"),
             "fired_at": followup.get("fired_at"),

@@ -1,4 +1,8 @@
-"""Draft the bot's reply: a template from `prompts/`, or the model within its intent."""
+"""Draft the bot's reply: a template from `prompts/`, or the model within its intent.
+
+Decides the draft's text and source: the model (`traza.decisions.llm`, with the
+candidate's read-only `tools`) when configured, else or on failure the template.
+"""
 
 from __future__ import annotations
 
