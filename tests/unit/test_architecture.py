@@ -122,3 +122,15 @@ def test_no_bare_advisory_lock_numbers_outside_the_registry() -> None:
 def test_the_cycle_check_finds_a_cycle() -> None:
     edges: dict[str, set[str]] = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(edges) == [["a", "b", "c"]]
+
+
+def test_the_architecture_doc_names_every_package() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    folders = [
+        str(path.parent.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).glob("*/__init__.py")
+        if path.parent.name not in ("migrations", "__pycache__")
+    ]
+    missing = [f for f in folders if f"`{f}/`" not in doc and f"{f}/" not in doc]
+    assert missing == []
