@@ -1,9 +1,12 @@
 """Where the trace is written: one row per step, with actor, reason, duration, checkpoint.
 
-Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`. Statements that
-must write an event in the same round trip as their own row (the webhook's store, the
-sender) embed `EVENT_COLUMNS` in their CTE; everything else calls `record` or
-`write_events`.
+Actors are `customer`, `bot:<name>`, `human:<agent>` or `system:<name>`. Every event
+outside the hot paths is written here: one at a time (`record`) or a turn's buffer at
+once (`write_events`). Three hot paths write their event inside their own statement, so
+the row and its event commit in one round trip: the webhook's store
+(`traza.ingest.store`, a message and a status), the reply queued by a turn
+(`traza.outbound.outbox.queue_reply`) and a send's outcome (`traza.outbound.sender`).
+They write the same columns, with kinds from `traza.trace.kinds`.
 """
 
 from __future__ import annotations
