@@ -1,8 +1,9 @@
 """The conversation and its messages: the 24-hour window, language, Studio threads, turns consumed.
 
-`load_turn_context` reads what a turn decides with (conversation, contact, candidate,
-open handoff, recent messages) in one round trip. The handoff aggregate lives in
-`traza.operations.handoffs`, the trace in `traza.trace`.
+`pending_turn` reads what a worker's turn consumes and `load_turn_context` what it decides
+with (conversation, contact, candidate, open handoff, recent messages), each in one round
+trip; `awaiting_turn` and `awaiting_delivery` are what the sweep requeues. The handoff
+aggregate lives in `traza.operations.handoffs`, the trace in `traza.trace`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import Row, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza import clock, trace
@@ -93,6 +94,69 @@ async def mark_processed(
         .where(Message.id.in_(message_ids), Message.processed_at.is_(None))
         .values(**values)
     )
+
+
+# The conversation's owner and thread with its unprocessed inbound messages, in one read.
+PENDING_SQL = text(
+    """
+    SELECT c.owner, c.thread_id, m.id, m.type, m.text,
+           coalesce(m.content->>'reply_id', m.content->>'payload') AS payload
+      FROM conversations c
+      LEFT JOIN messages m ON m.conversation_id = c.id AND m.direction = 'in'
+                          AND m.processed_at IS NULL
+     WHERE c.id = :cid
+     ORDER BY m.id
+    """
+)
+
+
+async def pending_turn(conn: AsyncConnection, *, conversation_id: int) -> Sequence[Row[Any]]:
+    """The conversation's owner and thread, one row per unprocessed inbound message."""
+    return (await conn.execute(PENDING_SQL, {"cid": conversation_id})).all()
+
+
+async def message_id_by_key(conn: AsyncConnection, *, idempotency_key: str) -> int | None:
+    """The id of the message stored under `idempotency_key`, if there is one."""
+    found: int | None = (
+        await conn.execute(
+            text("SELECT id FROM messages WHERE idempotency_key = :k"), {"k": idempotency_key}
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+async def thread_of(conn: AsyncConnection, *, conversation_id: int) -> str | None:
+    """The conversation's LangGraph thread id (None: no such conversation)."""
+    thread: str | None = (
+        await conn.execute(
+            text("SELECT thread_id FROM conversations WHERE id = :id"), {"id": conversation_id}
+        )
+    ).scalar_one_or_none()
+    return thread
+
+
+async def awaiting_turn(session: AsyncSession, *, created_before: datetime) -> list[int]:
+    """Conversations with inbound messages older than `created_before` no turn consumed."""
+    rows = await session.execute(
+        text(
+            "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'in' "
+            "AND processed_at IS NULL AND created_at < :cutoff"
+        ),
+        {"cutoff": created_before},
+    )
+    return list(rows.scalars())
+
+
+async def awaiting_delivery(session: AsyncSession, *, created_before: datetime) -> list[int]:
+    """Conversations with outbound messages older than `created_before` still unsent."""
+    rows = await session.execute(
+        text(
+            "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'out' "
+            "AND status IN ('queued', 'sending') AND created_at < :cutoff"
+        ),
+        {"cutoff": created_before},
+    )
+    return list(rows.scalars())
 
 
 # One round trip: the conversation, its contact, its open handoff and its last messages
