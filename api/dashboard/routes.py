@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
-from sqlalchemy import and_, func, select, true
 
 from api.dashboard import charts, monitor, session
 from api.dashboard.pages import AnyPage, Page, SignedIn, safe_next
@@ -24,8 +23,9 @@ from api.routes import conversations as conversations_api
 from api.routes import handoffs as handoffs_api
 from api.schemas import TransferRequest
 from api.throttle import throttle_of
+from traza.conversations import repository as conversations_repo
 from traza.db.engine import get_sessionmaker
-from traza.db.models import Candidate, Contact, Conversation, Handoff
+from traza.db.models import Contact, Conversation, Handoff
 from traza.operations import repository as operations
 from traza.operations.handoffs import OPEN
 from traza.recruiting import repository as recruiting
@@ -120,30 +120,13 @@ async def _checked_form(page: Page) -> dict[str, str] | Response:
 # --- home ----------------------------------------------------------------------------------
 
 
-def _team_scope(page: Page, column: Any) -> Any:
-    """A WHERE clause limiting `column` (a team name) to the operator's teams."""
-    operator = page.operator
-    if operator.role == "admin":
-        return true()
-    return column.in_(sorted(operator.teams))
-
-
 @router.get("")
 async def home(page: SignedIn) -> Response:
     """Where to go: the inbox, the conversations, the follow-up agents."""
     name = page.operator.name
     async with get_sessionmaker()() as db:
         counts = await operations.inbox_counts(db, agent_name=name, teams=page.operator.scope)
-        conversations = (
-            await db.execute(
-                select(
-                    func.count().filter(Conversation.status == "open"),
-                    func.count().filter(
-                        and_(Conversation.status == "open", Conversation.owner == "human")
-                    ),
-                ).where(_team_scope(page, Conversation.team))
-            )
-        ).one()
+        conversations = await conversations_repo.conversation_counts(db, teams=page.operator.scope)
         agents = await _agent_cards(page, db)
     return page.render(
         "home.html",
@@ -372,27 +355,17 @@ async def conversations(
     page: SignedIn, wa_id: str | None = None, status: str | None = None
 ) -> Response:
     """Conversations of the operator's teams, newest activity first; search by number."""
-    query = (
-        select(Conversation, Contact, Candidate.name)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .outerjoin(Candidate, Candidate.contact_id == Contact.id)
-        .where(_team_scope(page, Conversation.team))
-    )
     search = (wa_id or "").strip().lstrip("+")
-    if search:
-        query = query.where(Contact.wa_id.contains(search, autoescape=True))
-    if status in ("open", "closed"):
-        query = query.where(Conversation.status == status)
-    else:
+    if status not in ("open", "closed"):
         status = None
     async with get_sessionmaker()() as db:
-        rows = (
-            await db.execute(
-                query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(
-                    CONVERSATIONS_LIMIT
-                )
-            )
-        ).all()
+        rows = await conversations_repo.conversations_with_candidate(
+            db,
+            wa_id_contains=search or None,
+            status=status,
+            teams=page.operator.scope,
+            limit=CONVERSATIONS_LIMIT,
+        )
     items = [
         {"conversation": c, "contact": contact, "who": name or contact.profile_name or ""}
         for c, contact, name in rows

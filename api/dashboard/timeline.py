@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dashboard.i18n import Language, Translator, has
-from api.routes.conversations import _checkpoints_by_step
+from traza.conversations import repository
 from traza.db.models import Conversation, Message, TraceEvent
 from traza.trace import kinds, reader
 
@@ -220,16 +219,9 @@ async def build(
     """Read the conversation's trace and messages and shape them for the page."""
     events = await reader.trace_events(session, conversation.id)
     messages = {
-        m.id: m
-        for m in (
-            await session.execute(
-                select(Message)
-                .where(Message.conversation_id == conversation.id)
-                .order_by(Message.id)
-            )
-        ).scalars()
+        m.id: m for m in await repository.messages_of(session, conversation_id=conversation.id)
     }
-    checkpoints = await _checkpoints_by_step(session, conversation.thread_id)
+    checkpoints = await repository.checkpoints_by_step(session, thread_id=conversation.thread_id)
     shown_text: set[int] = set()
     rows: list[Row] = []
     for event in events:

@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from pydantic import ValidationError
-from sqlalchemy import select, text
 
 from api.deps import OperatorDep, RowId, SessionDep, check_team, deny
 from api.schemas import (
@@ -20,9 +19,11 @@ from api.schemas import (
     ResumeResult,
     TimelineEntry,
 )
+from traza.conversations import repository
 from traza.db.engine import session_scope
-from traza.db.models import Contact, Conversation, Inbox, Message, Note
+from traza.db.models import Contact, Conversation, Inbox
 from traza.operations import handoffs
+from traza.operations import repository as operations
 from traza.operations.agents import Operator
 from traza.services import turns
 from traza.services.runtime import conversation_graph, thread_config
@@ -73,23 +74,16 @@ async def list_conversations(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ConversationPublic]:
     """Conversations of the caller's teams (all for admins), newest activity first."""
-    query = (
-        select(Conversation, Contact, Inbox)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .join(Inbox, Inbox.id == Conversation.inbox_id)
+    rows = await repository.conversations_with_inbox(
+        session,
+        wa_id=wa_id,
+        status=status_,
+        owner=owner,
+        team=team,
+        teams=operator.scope,
+        limit=limit,
+        offset=offset,
     )
-    if wa_id:
-        query = query.where(Contact.wa_id == wa_id)
-    if status_:
-        query = query.where(Conversation.status == status_)
-    if owner:
-        query = query.where(Conversation.owner == owner)
-    if team:
-        query = query.where(Conversation.team == team)
-    if operator.role != "admin":
-        query = query.where(Conversation.team.in_(sorted(operator.teams)))
-    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-    rows = (await session.execute(query.limit(limit).offset(offset))).all()
     return [_public(c, contact, inbox) for c, contact, inbox in rows]
 
 
@@ -108,10 +102,8 @@ async def list_messages(
     conversation: VisibleConversation, session: SessionDep
 ) -> list[MessagePublic]:
     """Every message in and out, in order."""
-    rows = await session.execute(
-        select(Message).where(Message.conversation_id == conversation.id).order_by(Message.id)
-    )
-    return [MessagePublic.model_validate(m) for m in rows.scalars()]
+    rows = await repository.messages_of(session, conversation_id=conversation.id)
+    return [MessagePublic.model_validate(m) for m in rows]
 
 
 @router.get("/{conversation_id}/timeline", response_model=list[TimelineEntry])
@@ -121,11 +113,9 @@ async def timeline(conversation: VisibleConversation, session: SessionDep) -> li
     message_ids = {e.message_id for e in events if e.message_id}
     messages = {
         m.id: MessagePublic.model_validate(m)
-        for m in (
-            await session.execute(select(Message).where(Message.id.in_(message_ids)))
-        ).scalars()
+        for m in await repository.messages_by_ids(session, message_ids=message_ids)
     }
-    checkpoints = await _checkpoints_by_step(session, conversation.thread_id)
+    checkpoints = await repository.checkpoints_by_step(session, thread_id=conversation.thread_id)
     return [
         TimelineEntry(
             id=e.id,
@@ -141,18 +131,6 @@ async def timeline(conversation: VisibleConversation, session: SessionDep) -> li
         )
         for e in events
     ]
-
-
-async def _checkpoints_by_step(session: SessionDep, thread_id: str) -> dict[int, str]:
-    """Each step's checkpoint: the step's events are linked to what it produced."""
-    rows = await session.execute(
-        text(
-            "SELECT (metadata->>'step')::int AS step, checkpoint_id FROM checkpoints "
-            "WHERE thread_id = :t AND checkpoint_ns = '' AND metadata ? 'step'"
-        ),
-        {"t": thread_id},
-    )
-    return {row.step: row.checkpoint_id for row in rows}
 
 
 @router.get("/{conversation_id}/history", response_model=list[CheckpointPublic])
@@ -256,10 +234,8 @@ async def takeover(
 @router.get("/{conversation_id}/notes", response_model=list[NotePublic])
 async def list_notes(conversation: VisibleConversation, session: SessionDep) -> list[NotePublic]:
     """Internal notes between agents (never sent to the customer)."""
-    rows = await session.execute(
-        select(Note).where(Note.conversation_id == conversation.id).order_by(Note.id)
-    )
-    return [NotePublic.model_validate(n) for n in rows.scalars()]
+    rows = await operations.conversation_notes(session, conversation_id=conversation.id)
+    return [NotePublic.model_validate(n) for n in rows]
 
 
 @router.post("/{conversation_id}/notes", response_model=NotePublic, status_code=201)

@@ -1,4 +1,4 @@
-"""The layering holds: no import cycle between packages, one home for event kinds and locks."""
+"""The layering holds: no import cycle between packages, one home for kinds, locks and SQL."""
 
 from __future__ import annotations
 
@@ -134,3 +134,37 @@ def test_the_architecture_doc_names_every_package() -> None:
     ]
     missing = [f for f in folders if f"`{f}/`" not in doc and f"{f}/" not in doc]
     assert missing == []
+
+
+# Entry points, services, the graph and the tools ask a repository; they write no SQL.
+ABOVE_THE_DOMAIN = ("api", "traza/cli", "traza/worker", "traza/services", "graphs", "tools")
+STATEMENTS = {"text", "select", "insert", "update", "delete"}
+SQL_TEXT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s")
+SQL_ALLOWED = {
+    "api/routes/health.py",  # the liveness probe's SELECT 1
+    "traza/cli/common.py",  # the start-up team check on a plain psycopg connection, no engine yet
+    "traza/worker/run.py",  # procrastinate's own tables, through procrastinate's connector
+}
+
+
+def _sql_in(path: Path) -> list[int]:
+    """Lines that import a SQLAlchemy statement builder or spell a SQL statement."""
+    lines: list[int] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            lines += [node.lineno for alias in node.names if alias.name in STATEMENTS]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if SQL_TEXT.match(node.value):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_sql_above_the_domain_layer() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for folder in ABOVE_THE_DOMAIN
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if str(path.relative_to(ROOT)) not in SQL_ALLOWED
+        for line in _sql_in(path)
+    ]
+    assert offenders == []

@@ -81,13 +81,12 @@ def agents_add(
 @agents_cli.command("list")
 def agents_list() -> None:
     """Agents with role, status, capacity and teams."""
-    from sqlalchemy import select  # noqa: PLC0415  (heavy: SQLAlchemy)
-
     from traza.db.models import HumanAgent  # noqa: PLC0415  (heavy: SQLAlchemy)
     from traza.operations import agents  # noqa: PLC0415  (heavy: SQLAlchemy)
+    from traza.operations.repository import agents_by_name  # noqa: PLC0415  (heavy: SQLAlchemy)
 
     async def work(session: Any) -> list[tuple[HumanAgent, list[str]]]:
-        rows = (await session.scalars(select(HumanAgent).order_by(HumanAgent.name))).all()
+        rows = await agents_by_name(session)
         return [(a, await agents.teams_of(session, a.id)) for a in rows]
 
     rows = _run(work)
@@ -191,8 +190,7 @@ def rules_check(
     ] = False,
 ) -> None:
     """Validate a rules file (and the follow-up agents); print each problem with its line."""
-    from sqlalchemy import text  # noqa: PLC0415  (heavy: SQLAlchemy)
-
+    from traza.operations.repository import known_teams  # noqa: PLC0415  (heavy: SQLAlchemy)
     from traza.rules import active  # noqa: PLC0415  (heavy: SQLAlchemy)
     from traza.rules.loader import RulesError, defaults, load_file  # noqa: PLC0415  (heavy: yaml)
 
@@ -201,7 +199,7 @@ def rules_check(
     if not offline:
 
         async def work(session: Any) -> set[str]:
-            return set((await session.execute(text("SELECT name FROM teams"))).scalars())
+            return await known_teams(session)
 
         teams = _run(work)
     try:

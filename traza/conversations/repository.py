@@ -1,27 +1,39 @@
 """The conversation and its messages: the 24-hour window, language, Studio threads, turns consumed.
 
-`load_turn_context` reads what a turn decides with (conversation, contact, candidate,
-open handoff, recent messages) in one round trip. The handoff aggregate lives in
-`traza.operations.handoffs`, the trace in `traza.trace`.
+`pending_turn` reads what a worker's turn consumes and `load_turn_context` what it decides
+with (conversation, contact, candidate, open handoff, recent messages), each in one round
+trip; `awaiting_turn` and `awaiting_delivery` are what the sweep requeues. The handoff
+aggregate lives in `traza.operations.handoffs`, the trace in `traza.trace`.
+
+The operator endpoints and the dashboard read conversations, their messages and their
+thread's checkpoints through the functions at the end, on the caller's session; `teams`
+arguments are an operator's scope (the teams they see, or None for all: admins).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import Row, and_, func, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza import clock, trace
 from traza.db.engine import autocommit, direct, run, session_scope
-from traza.db.models import Conversation, Message
+from traza.db.models import Candidate, Contact, Conversation, Inbox, Message
 from traza.trace import kinds
 
 WINDOW = timedelta(hours=24)
 STUDIO_PHONE_NUMBER_ID = "studio"
+
+
+def in_teams(column: Any, teams: frozenset[str] | None) -> Any:
+    """A WHERE clause limiting `column` (a team name) to `teams` (None: no limit)."""
+    if teams is None:
+        return true()
+    return column.in_(sorted(teams))
 
 
 async def set_language(conversation_id: int, language: str) -> None:
@@ -93,6 +105,69 @@ async def mark_processed(
         .where(Message.id.in_(message_ids), Message.processed_at.is_(None))
         .values(**values)
     )
+
+
+# The conversation's owner and thread with its unprocessed inbound messages, in one read.
+PENDING_SQL = text(
+    """
+    SELECT c.owner, c.thread_id, m.id, m.type, m.text,
+           coalesce(m.content->>'reply_id', m.content->>'payload') AS payload
+      FROM conversations c
+      LEFT JOIN messages m ON m.conversation_id = c.id AND m.direction = 'in'
+                          AND m.processed_at IS NULL
+     WHERE c.id = :cid
+     ORDER BY m.id
+    """
+)
+
+
+async def pending_turn(conn: AsyncConnection, *, conversation_id: int) -> Sequence[Row[Any]]:
+    """The conversation's owner and thread, one row per unprocessed inbound message."""
+    return (await conn.execute(PENDING_SQL, {"cid": conversation_id})).all()
+
+
+async def message_id_by_key(conn: AsyncConnection, *, idempotency_key: str) -> int | None:
+    """The id of the message stored under `idempotency_key`, if there is one."""
+    found: int | None = (
+        await conn.execute(
+            text("SELECT id FROM messages WHERE idempotency_key = :k"), {"k": idempotency_key}
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+async def thread_of(conn: AsyncConnection, *, conversation_id: int) -> str | None:
+    """The conversation's LangGraph thread id (None: no such conversation)."""
+    thread: str | None = (
+        await conn.execute(
+            text("SELECT thread_id FROM conversations WHERE id = :id"), {"id": conversation_id}
+        )
+    ).scalar_one_or_none()
+    return thread
+
+
+async def awaiting_turn(session: AsyncSession, *, created_before: datetime) -> list[int]:
+    """Conversations with inbound messages older than `created_before` no turn consumed."""
+    rows = await session.execute(
+        text(
+            "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'in' "
+            "AND processed_at IS NULL AND created_at < :cutoff"
+        ),
+        {"cutoff": created_before},
+    )
+    return list(rows.scalars())
+
+
+async def awaiting_delivery(session: AsyncSession, *, created_before: datetime) -> list[int]:
+    """Conversations with outbound messages older than `created_before` still unsent."""
+    rows = await session.execute(
+        text(
+            "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'out' "
+            "AND status IN ('queued', 'sending') AND created_at < :cutoff"
+        ),
+        {"cutoff": created_before},
+    )
+    return list(rows.scalars())
 
 
 # One round trip: the conversation, its contact, its open handoff and its last messages
@@ -226,3 +301,108 @@ async def _stored(
         message_id=message.id,
     )
     return {"id": message.id, "type": message.type, "text": message.text}
+
+
+# --- what the operator endpoints and the dashboard read --------------------------------------
+
+
+async def conversations_with_inbox(
+    session: AsyncSession,
+    *,
+    wa_id: str | None = None,
+    status: str | None = None,
+    owner: str | None = None,
+    team: str | None = None,
+    teams: frozenset[str] | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[Conversation, Contact, Inbox]]:
+    """Conversations matching the filters, with contact and inbox, newest activity first."""
+    query = (
+        select(Conversation, Contact, Inbox)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .join(Inbox, Inbox.id == Conversation.inbox_id)
+    )
+    if wa_id:
+        query = query.where(Contact.wa_id == wa_id)
+    if status:
+        query = query.where(Conversation.status == status)
+    if owner:
+        query = query.where(Conversation.owner == owner)
+    if team:
+        query = query.where(Conversation.team == team)
+    if teams is not None:
+        query = query.where(Conversation.team.in_(sorted(teams)))
+    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+    rows = (await session.execute(query.limit(limit).offset(offset))).all()
+    return [(c, contact, inbox) for c, contact, inbox in rows]
+
+
+async def conversations_with_candidate(
+    session: AsyncSession,
+    *,
+    wa_id_contains: str | None = None,
+    status: str | None = None,
+    teams: frozenset[str] | None,
+    limit: int,
+) -> list[tuple[Conversation, Contact, str | None]]:
+    """Conversations of `teams` with contact and candidate name, newest activity first."""
+    query = (
+        select(Conversation, Contact, Candidate.name)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .outerjoin(Candidate, Candidate.contact_id == Contact.id)
+        .where(in_teams(Conversation.team, teams))
+    )
+    if wa_id_contains:
+        query = query.where(Contact.wa_id.contains(wa_id_contains, autoescape=True))
+    if status:
+        query = query.where(Conversation.status == status)
+    rows = (
+        await session.execute(
+            query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
+        )
+    ).all()
+    return [(c, contact, name) for c, contact, name in rows]
+
+
+async def conversation_counts(
+    session: AsyncSession, *, teams: frozenset[str] | None
+) -> tuple[int, int]:
+    """Open conversations of `teams`: (all, owned by a human)."""
+    row = (
+        await session.execute(
+            select(
+                func.count().filter(Conversation.status == "open"),
+                func.count().filter(
+                    and_(Conversation.status == "open", Conversation.owner == "human")
+                ),
+            ).where(in_teams(Conversation.team, teams))
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def messages_of(session: AsyncSession, *, conversation_id: int) -> list[Message]:
+    """Every message of the conversation, in and out, in order."""
+    rows = await session.execute(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+    )
+    return list(rows.scalars())
+
+
+async def messages_by_ids(session: AsyncSession, *, message_ids: Collection[int]) -> list[Message]:
+    """These messages, in no particular order."""
+    rows = await session.execute(select(Message).where(Message.id.in_(message_ids)))
+    return list(rows.scalars())
+
+
+async def checkpoints_by_step(session: AsyncSession, *, thread_id: str) -> dict[int, str]:
+    """The checkpoint of each step of the thread, by step."""
+    rows = await session.execute(
+        text(
+            "SELECT (metadata->>'step')::int AS step, checkpoint_id FROM checkpoints "
+            "WHERE thread_id = :t AND checkpoint_ns = '' AND metadata ? 'step'"
+        ),
+        {"t": thread_id},
+    )
+    return {row.step: row.checkpoint_id for row in rows}

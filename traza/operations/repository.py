@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text, true
+from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from traza.conversations.repository import in_teams
 from traza.db.models import (
     AgentTeam,
     Candidate,
@@ -53,13 +54,6 @@ def _priority_rank(priorities: list[str]) -> ColumnElement[Any]:
     )
 
 
-def _in_teams(column: Any, teams: frozenset[str] | None) -> Any:
-    """A WHERE clause limiting `column` (a team name) to `teams` (None: no limit)."""
-    if teams is None:
-        return true()
-    return column.in_(sorted(teams))
-
-
 # --- agents and teams ----------------------------------------------------------------------
 
 
@@ -87,6 +81,11 @@ async def teams_with_members(session: AsyncSession) -> Sequence[Row[Any]]:
 async def team_names(session: AsyncSession) -> list[str]:
     """The names of all teams, in order."""
     return list((await session.execute(select(Team.name).order_by(Team.name))).scalars())
+
+
+async def known_teams(session: AsyncSession) -> set[str]:
+    """Team names in the database (rules may only name these)."""
+    return set((await session.execute(text("SELECT name FROM teams"))).scalars())
 
 
 async def assignable_memberships(session: AsyncSession) -> list[tuple[str, str]]:
@@ -159,7 +158,7 @@ async def inbox_handoffs(
         .join(Conversation, Conversation.id == Handoff.conversation_id)
         .join(Contact, Contact.id == Conversation.contact_id)
         .outerjoin(Candidate, Candidate.contact_id == Contact.id)
-        .where(Handoff.status.in_(handoffs.OPEN), _in_teams(Handoff.team, teams))
+        .where(Handoff.status.in_(handoffs.OPEN), in_teams(Handoff.team, teams))
     )
     if assigned_agent is not None:
         query = query.where(Handoff.assigned_agent == assigned_agent)
@@ -179,7 +178,7 @@ async def inbox_counts(
                 func.count().filter(Handoff.status == "open"),
                 func.count().filter(Handoff.assigned_agent == agent_name),
                 func.count(),
-            ).where(Handoff.status.in_(handoffs.OPEN), _in_teams(Handoff.team, teams))
+            ).where(Handoff.status.in_(handoffs.OPEN), in_teams(Handoff.team, teams))
         )
     ).one()
     return row[0], row[1], row[2]
@@ -215,4 +214,12 @@ async def sla_timers_of(session: AsyncSession, *, handoff_id: int) -> list[SlaTi
 async def notes_of(session: AsyncSession, *, handoff_id: int) -> list[Note]:
     """The internal notes on the handoff."""
     rows = await session.execute(select(Note).where(Note.handoff_id == handoff_id))
+    return list(rows.scalars())
+
+
+async def conversation_notes(session: AsyncSession, *, conversation_id: int) -> list[Note]:
+    """The internal notes on the conversation, in the order they were written."""
+    rows = await session.execute(
+        select(Note).where(Note.conversation_id == conversation_id).order_by(Note.id)
+    )
     return list(rows.scalars())

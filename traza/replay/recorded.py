@@ -2,7 +2,8 @@
 
 A recorded turn is a `turn.started` event and the events after it: the inbound messages,
 the inputs the live turn saw, and its intent, route, guardrail verdict and reply.
-`traza.services.replay` re-runs each turn through today's graph and `compare`s.
+`traza.services.replay` re-runs each turn through today's graph and `compare`s; what it
+reads (the conversation, its recorded events, its messages) is read here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza.db.engine import autocommit
 from traza.trace import kinds
@@ -52,6 +54,21 @@ MESSAGES_SQL = text(
      ORDER BY m.id
     """
 )
+
+
+async def replayed_conversation(conn: AsyncConnection, *, conversation_id: int) -> Row[Any] | None:
+    """The conversation with its contact, inbox and candidate, as a replay reads them."""
+    return (await conn.execute(CONVERSATION_SQL, {"cid": conversation_id})).first()
+
+
+async def recorded_events(conn: AsyncConnection, *, conversation_id: int) -> Sequence[Row[Any]]:
+    """The conversation's recorded decisions, in order (`recorded_turns` cuts them)."""
+    return (await conn.execute(RECORDED_SQL, {"cid": conversation_id})).all()
+
+
+async def replayed_messages(conn: AsyncConnection, *, conversation_id: int) -> Sequence[Row[Any]]:
+    """Every message of the conversation, in order, with its button payload."""
+    return (await conn.execute(MESSAGES_SQL, {"cid": conversation_id})).all()
 
 
 class ReplayError(LookupError):

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-
+from traza.conversations import repository
 from traza.db.engine import autocommit
 from traza.replay.recorded import ReplayError
 from traza.services.runtime import conversation_graph, thread_config
@@ -35,11 +34,7 @@ class CheckpointInfo:
 async def thread_of(conversation_id: int) -> str:
     """The conversation's thread id."""
     async with autocommit() as conn:
-        thread = (
-            await conn.execute(
-                text("SELECT thread_id FROM conversations WHERE id = :id"), {"id": conversation_id}
-            )
-        ).scalar_one_or_none()
+        thread = await repository.thread_of(conn, conversation_id=conversation_id)
     if thread is None:
         raise ReplayError(f"conversation {conversation_id} not found")
     return str(thread)

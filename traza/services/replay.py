@@ -8,7 +8,8 @@ A contact renamed since, or a candidate record edited since, changes nothing. Tu
 recorded before the inputs were (older traces) read the contact as it is today.
 Nothing is sent and nothing is written: the effect nodes are recorders
 (`graphs.conversation.replay`), the trace events stay in a buffer that is dropped, and the
-read-only tools are the only database access besides the reads here.
+read-only tools are the only database access besides the reads of
+`traza.replay.recorded`.
 
 Compared per turn: intent, route (route, rule, team, action), guardrail verdict, and the
 reply (the text that went to the outbox, or none).
@@ -26,16 +27,16 @@ from traza import clock
 from traza.db.engine import autocommit
 from traza.recruiting import people
 from traza.replay.recorded import (
-    CONVERSATION_SQL,
-    MESSAGES_SQL,
-    RECORDED_SQL,
     ConversationReplay,
     Recorded,
     ReplayError,
     Summary,
     TurnReplay,
     compare,
+    recorded_events,
     recorded_turns,
+    replayed_conversation,
+    replayed_messages,
     route_of,
     verdict_of,
 )
@@ -55,11 +56,11 @@ async def replay_conversation(
     values of the checkpoint a replay starts from.
     """
     async with autocommit() as conn:
-        conv = (await conn.execute(CONVERSATION_SQL, {"cid": conversation_id})).first()
+        conv = await replayed_conversation(conn, conversation_id=conversation_id)
         if conv is None:
             raise ReplayError(f"conversation {conversation_id} not found")
-        rows = (await conn.execute(RECORDED_SQL, {"cid": conversation_id})).all()
-        messages = (await conn.execute(MESSAGES_SQL, {"cid": conversation_id})).all()
+        rows = await recorded_events(conn, conversation_id=conversation_id)
+        messages = await replayed_messages(conn, conversation_id=conversation_id)
     by_id = {m.id: m for m in messages}
     carried: dict[str, Any] = {
         "language": (state or {}).get("language") or conv.locale or "es",

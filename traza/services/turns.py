@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.types import Command
-from sqlalchemy import text
 
 from graphs.conversation.context import Context
 from traza import clock, trace
@@ -44,25 +43,11 @@ def run_context() -> Context:
     return Context(bot_name=get_settings().traza_bot_name)
 
 
-# The conversation's owner and thread with its unprocessed inbound messages, in one read.
-PENDING_SQL = text(
-    """
-    SELECT c.owner, c.thread_id, m.id, m.type, m.text,
-           coalesce(m.content->>'reply_id', m.content->>'payload') AS payload
-      FROM conversations c
-      LEFT JOIN messages m ON m.conversation_id = c.id AND m.direction = 'in'
-                          AND m.processed_at IS NULL
-     WHERE c.id = :cid
-     ORDER BY m.id
-    """
-)
-
-
 async def run_turn(conversation_id: int) -> str:
     """Consume the conversation's unprocessed inbound messages as one turn."""
     async with conversation_lock(conversation_id):
         async with autocommit() as conn:
-            rows = (await conn.execute(PENDING_SQL, {"cid": conversation_id})).all()
+            rows = await repo.pending_turn(conn, conversation_id=conversation_id)
         if not rows:
             return "no such conversation"
         pending = [r for r in rows if r.id is not None]
@@ -246,10 +231,6 @@ async def run_followup(
         queued_now = message_id is not None
         if message_id is None:  # queued by an earlier run of this follow-up (a crash), or not
             async with autocommit() as conn:
-                message_id = (
-                    await conn.execute(
-                        text("SELECT id FROM messages WHERE idempotency_key = :k"), {"k": key}
-                    )
-                ).scalar_one_or_none()
+                message_id = await repo.message_id_by_key(conn, idempotency_key=key)
         await deliver_now(conversation_id, scope.deliveries)
         return message_id, queued_now

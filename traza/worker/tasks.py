@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import UniqueViolation
 from procrastinate.jobs import Status
-from sqlalchemy import text
 
+from traza.conversations import repository
 from traza.db import counters, queue
 from traza.db.engine import autocommit, session_scope
 from traza.db.queue import DELIVER_OUTBOX, PROCESS_CONVERSATION, SEND_QUEUE, TURN_QUEUE, app
@@ -86,26 +85,8 @@ async def recover(*, stalled_after: float) -> dict[str, int]:
         stalled += 1
     cutoff = datetime.now(UTC) - timedelta(seconds=max(stalled_after, 5))
     async with session_scope() as session:
-        turns: Any = (
-            await session.execute(
-                text(
-                    "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'in' "
-                    "AND processed_at IS NULL AND created_at < :cutoff"
-                ),
-                {"cutoff": cutoff},
-            )
-        ).scalars()
-        turn_ids = list(turns)
-        sends: Any = (
-            await session.execute(
-                text(
-                    "SELECT DISTINCT conversation_id FROM messages WHERE direction = 'out' "
-                    "AND status IN ('queued', 'sending') AND created_at < :cutoff"
-                ),
-                {"cutoff": cutoff},
-            )
-        ).scalars()
-        send_ids = list(sends)
+        turn_ids = await repository.awaiting_turn(session, created_before=cutoff)
+        send_ids = await repository.awaiting_delivery(session, created_before=cutoff)
         repaired = await repair_statuses(await session.connection())
     for cid in turn_ids:
         await queue.defer_turn(cid, delay=0)
