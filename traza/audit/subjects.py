@@ -16,10 +16,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
+from traza.audit import repository
 from traza.audit.chain import ERASED_KIND, REDACTED
 from traza.db.engine import session_scope
 from traza.operations import handoffs
@@ -41,11 +41,9 @@ class AlreadyErased(ValueError):
 async def find_contact(session: AsyncSession, ref: str | int) -> int:
     """A contact by WhatsApp number (`wa_id`, `+` allowed) or by id."""
     value = str(ref).strip().removeprefix("+")
-    found = await session.scalar(text("SELECT id FROM contacts WHERE wa_id = :v"), {"v": value})
+    found = await repository.contact_by_wa_id(session, wa_id=value)
     if found is None and value.isdigit() and len(value) < 19:
-        found = await session.scalar(
-            text("SELECT id FROM contacts WHERE id = :v"), {"v": int(value)}
-        )
+        found = await repository.contact_by_id(session, contact_id=int(value))
     if found is None:
         raise SubjectNotFound(f"no contact with id or wa_id '{ref}'")
     return int(found)
@@ -55,41 +53,15 @@ def _is_erased(contact: dict[str, Any]) -> bool:
     return str(contact.get("bsuid") or "").startswith(ERASED_PREFIX)
 
 
-async def _rows(session: AsyncSession, sql: str, **params: Any) -> list[dict[str, Any]]:
-    return [r[0] for r in await session.execute(text(sql), params)]
-
-
-TRACE_JSON = (
-    "to_jsonb(e) - 'data_hash' - 'prev_hash' - 'hash' || jsonb_build_object("
-    "'data_hash', encode(e.data_hash, 'hex'), 'prev_hash', encode(e.prev_hash, 'hex'), "
-    "'hash', encode(e.hash, 'hex'))"
-)
-# Events outside the subject's conversations that name one of their candidates.
-OUTSIDE = (
-    "e.conversation_id IS NULL AND (e.data->>'contact_id' = CAST(:contact AS text) "
-    "OR e.data->>'candidate_id' = ANY(CAST(:candidate_texts AS text[])))"
-)
-
-
 async def _scope(session: AsyncSession, contact_id: int) -> dict[str, Any]:
     """The contact and the ids of everything linked to it."""
-    contact = await session.scalar(
-        text("SELECT to_jsonb(c) FROM contacts c WHERE id = :id"), {"id": contact_id}
-    )
+    contact = await repository.contact_document(session, contact_id=contact_id)
     if contact is None:
         raise SubjectNotFound(f"no contact {contact_id}")
-    candidates = await _rows(
-        session,
-        "SELECT to_jsonb(k) FROM candidates k WHERE contact_id = :id "
-        "OR (CAST(:wa AS text) IS NOT NULL AND wa_id = :wa) ORDER BY id",
-        id=contact_id,
-        wa=contact.get("wa_id"),
+    candidates = await repository.candidates_of_contact(
+        session, contact_id=contact_id, wa_id=contact.get("wa_id")
     )
-    conversations = await _rows(
-        session,
-        "SELECT to_jsonb(c) FROM conversations c WHERE contact_id = :id ORDER BY id",
-        id=contact_id,
-    )
+    conversations = await repository.conversations_of_contact(session, contact_id=contact_id)
     candidate_ids = [c["id"] for c in candidates]
     return {
         "contact": contact,
@@ -106,69 +78,16 @@ async def _scope(session: AsyncSession, contact_id: int) -> dict[str, Any]:
 async def export_subject(contact_id: int) -> dict[str, Any]:
     """Everything held about a contact, as one JSON-ready document."""
     async with session_scope() as session:
-        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        await repository.read_one_snapshot(session)
         scope = await _scope(session, contact_id)
         cids, kids = scope["conversation_ids"], scope["candidate_ids"]
-        conversations = []
-        for conversation in scope["conversations"]:
-            cid = conversation["id"]
-
-            async def rows(sql: str, cid: int = cid) -> list[dict[str, Any]]:
-                return await _rows(session, sql, cid=cid)
-
-            conversations.append(
-                {
-                    "conversation": conversation,
-                    "messages": await rows(
-                        "SELECT to_jsonb(m) FROM messages m WHERE conversation_id = :cid "
-                        "ORDER BY id"
-                    ),
-                    "message_statuses": await rows(
-                        "SELECT to_jsonb(s) FROM message_statuses s JOIN messages m "
-                        "ON m.wa_message_id = s.wa_message_id WHERE m.conversation_id = :cid "
-                        "ORDER BY s.id"
-                    ),
-                    "handoffs": await rows(
-                        "SELECT to_jsonb(h) FROM handoffs h WHERE conversation_id = :cid "
-                        "ORDER BY id"
-                    ),
-                    "notes": await rows(
-                        "SELECT to_jsonb(n) FROM notes n WHERE conversation_id = :cid ORDER BY id"
-                    ),
-                    "csat_ratings": await rows(
-                        "SELECT to_jsonb(r) FROM csat_ratings r WHERE conversation_id = :cid "
-                        "ORDER BY id"
-                    ),
-                    "integration_calls": await rows(
-                        "SELECT to_jsonb(i) FROM integration_calls i WHERE conversation_id = :cid "
-                        "ORDER BY id"
-                    ),
-                    "trace": await rows(
-                        f"SELECT {TRACE_JSON} FROM trace_events e WHERE conversation_id = :cid "
-                        "ORDER BY seq"
-                    ),
-                    "checkpoints": await session.scalar(
-                        text("SELECT count(*) FROM checkpoints WHERE thread_id = :t"),
-                        {"t": conversation["thread_id"]},
-                    ),
-                }
-            )
-        applications = await _rows(
-            session,
-            "SELECT to_jsonb(a) FROM applications a WHERE candidate_id = ANY(:k) ORDER BY id",
-            k=kids,
-        )
+        conversations = [
+            await repository.conversation_holdings(session, conversation=conversation)
+            for conversation in scope["conversations"]
+        ]
+        applications = await repository.applications_of(session, candidate_ids=kids)
         application_ids = [a["id"] for a in applications]
-        webhooks = await session.execute(
-            text(
-                "SELECT w.id, w.received_at, w.body FROM webhook_events w WHERE w.id IN ("
-                "  SELECT webhook_event_id FROM messages WHERE conversation_id = ANY(:c)"
-                "  UNION SELECT s.webhook_event_id FROM message_statuses s JOIN messages m"
-                "  ON m.wa_message_id = s.wa_message_id WHERE m.conversation_id = ANY(:c)"
-                ") ORDER BY w.id"
-            ),
-            {"c": cids},
-        )
+        webhooks = await repository.webhooks_of(session, conversation_ids=cids)
         return {
             "subject": {
                 "contact_id": contact_id,
@@ -178,35 +97,17 @@ async def export_subject(contact_id: int) -> dict[str, Any]:
             "contact": scope["contact"],
             "candidates": scope["candidates"],
             "applications": applications,
-            "stage_history": await _rows(
-                session,
-                "SELECT to_jsonb(s) FROM stage_history s WHERE application_id = ANY(:a) "
-                "ORDER BY id",
-                a=application_ids,
+            "stage_history": await repository.stage_history_of(
+                session, application_ids=application_ids
             ),
-            "interviews": await _rows(
-                session,
-                "SELECT to_jsonb(i) FROM interviews i WHERE application_id = ANY(:a) ORDER BY id",
-                a=application_ids,
-            ),
-            "followups": await _rows(
-                session,
-                "SELECT to_jsonb(f) FROM followups f WHERE candidate_id = ANY(:k) ORDER BY id",
-                k=kids,
-            ),
-            "recruiting_events": await _rows(
-                session,
-                "SELECT to_jsonb(r) FROM recruiting_events r "
-                "WHERE r.payload->'candidate'->>'external_id' = ANY(CAST(:x AS text[])) "
-                "ORDER BY id",
-                x=scope["external_ids"],
+            "interviews": await repository.interviews_of(session, application_ids=application_ids),
+            "followups": await repository.followups_of(session, candidate_ids=kids),
+            "recruiting_events": await repository.recruiting_events_of(
+                session, external_ids=scope["external_ids"]
             ),
             "conversations": conversations,
-            "trace_outside_conversations": await _rows(
-                session,
-                f"SELECT {TRACE_JSON} FROM trace_events e WHERE {OUTSIDE} ORDER BY e.seq",
-                contact=contact_id,
-                candidate_texts=scope["candidate_texts"],
+            "trace_outside_conversations": await repository.trace_outside_conversations(
+                session, contact_id=contact_id, candidate_texts=scope["candidate_texts"]
             ),
             "webhook_events": [
                 {
@@ -255,9 +156,7 @@ async def erase_subject(contact_id: int, *, reason: str, by: str) -> dict[str, A
     if not reason:
         raise ValueError("an erasure needs a reason")
     async with session_scope() as session:
-        await session.execute(
-            text("SELECT 1 FROM contacts WHERE id = :id FOR UPDATE"), {"id": contact_id}
-        )
+        await repository.lock_contact(session, contact_id=contact_id)
         scope = await _scope(session, contact_id)
         contact = scope["contact"]
         if _is_erased(contact):
@@ -272,9 +171,8 @@ async def erase_subject(contact_id: int, *, reason: str, by: str) -> dict[str, A
         cids, kids = scope["conversation_ids"], scope["candidate_ids"]
         counts: dict[str, int] = {}
 
-        async def run(name: str, sql: str, **params: Any) -> None:
-            result = await session.execute(text(sql), params)
-            counts[name] = counts.get(name, 0) + int(getattr(result, "rowcount", 0) or 0)
+        def count(name: str, rows: int) -> None:
+            counts[name] = counts.get(name, 0) + rows
 
         # Nothing more is sent or planned for them.
         for kid in kids:
@@ -282,12 +180,9 @@ async def erase_subject(contact_id: int, *, reason: str, by: str) -> dict[str, A
                 "followups_cancelled", 0
             ) + await followups.cancel(session, "subject erased", candidate_id=kid)
         await _close_conversations(session, cids, by=by, now=now)
-        await run(
+        count(
             "outbound_skipped",
-            "UPDATE messages SET status = 'skipped', error_title = 'subject erased' "
-            "WHERE conversation_id = ANY(:c) AND direction = 'out' "
-            "AND status IN ('queued', 'sending')",
-            c=cids,
+            await repository.skip_queued_outbound(session, conversation_ids=cids),
         )
         identities = {
             str(v) for v in (contact.get("wa_id"), contact.get("bsuid")) if v is not None and str(v)
@@ -297,71 +192,41 @@ async def erase_subject(contact_id: int, *, reason: str, by: str) -> dict[str, A
         }
         await _erase_webhooks(session, cids, identities, marker, counts)
         # Personal data, row by row; ids and times stay.
-        await run(
+        marked = json.dumps({REDACTED: marker})
+        count(
             "messages",
-            "UPDATE messages SET text = NULL, content = CAST(:m AS jsonb), "
-            "processed_at = coalesce(processed_at, now()) WHERE conversation_id = ANY(:c)",
-            c=cids,
-            m=json.dumps({REDACTED: marker}),
+            await repository.erase_messages(session, conversation_ids=cids, marker=marked),
         )
-        await run(
+        count(
             "message_statuses",
-            "UPDATE message_statuses s SET recipient_id = NULL FROM messages m "
-            "WHERE m.wa_message_id = s.wa_message_id AND m.conversation_id = ANY(:c)",
-            c=cids,
+            await repository.erase_status_recipients(session, conversation_ids=cids),
         )
-        await run(
-            "notes",
-            "UPDATE notes SET body = :n WHERE conversation_id = ANY(:c)",
-            c=cids,
-            n=ERASED_NAME,
+        count(
+            "notes", await repository.erase_notes(session, conversation_ids=cids, body=ERASED_NAME)
         )
-        await run(
-            "handoffs",
-            "UPDATE handoffs SET summary = NULL WHERE conversation_id = ANY(:c)",
-            c=cids,
-        )
-        await run(
+        count("handoffs", await repository.erase_handoff_summaries(session, conversation_ids=cids))
+        count(
             "integration_calls",
-            "UPDATE integration_calls SET payload = CAST(:m AS jsonb), response = NULL "
-            "WHERE conversation_id = ANY(:c)",
-            c=cids,
-            m=json.dumps({REDACTED: marker}),
+            await repository.erase_integration_calls(session, conversation_ids=cids, marker=marked),
         )
-        await run(
+        count(
             "recruiting_events",
-            "UPDATE recruiting_events SET payload = jsonb_set(payload, '{candidate}', "
-            "jsonb_build_object('external_id', payload->'candidate'->'external_id', "
-            "CAST(:r AS text), CAST(:m AS jsonb))) "
-            "WHERE payload->'candidate'->>'external_id' = ANY(CAST(:x AS text[]))",
-            x=scope["external_ids"],
-            r=REDACTED,
-            m=json.dumps(marker),
-        )
-        await run(
-            "candidates",
-            "UPDATE candidates SET name = :n, wa_id = NULL, email = NULL, phone = NULL, "
-            "profile = '{}', paused_at = coalesce(paused_at, :now), updated_at = :now "
-            "WHERE id = ANY(:k)",
-            k=kids,
-            n=ERASED_NAME,
-            now=now,
-        )
-        await run(
-            "checkpoints",
-            "DELETE FROM checkpoints WHERE thread_id = ANY(:t)",
-            t=scope["thread_ids"],
-        )
-        for table in ("checkpoint_blobs", "checkpoint_writes"):
-            await session.execute(
-                text(f"DELETE FROM {table} WHERE thread_id = ANY(:t)"), {"t": scope["thread_ids"]}
-            )
-        await session.execute(
-            text(
-                "UPDATE contacts SET wa_id = NULL, bsuid = :b, profile_name = NULL, "
-                "opted_out_at = coalesce(opted_out_at, :now) WHERE id = :id"
+            await repository.erase_recruiting_events(
+                session, external_ids=scope["external_ids"], marker=json.dumps(marker)
             ),
-            {"b": f"{ERASED_PREFIX}{contact_id}", "now": now, "id": contact_id},
+        )
+        count(
+            "candidates",
+            await repository.erase_candidates(
+                session, candidate_ids=kids, name=ERASED_NAME, now=now
+            ),
+        )
+        count(
+            "checkpoints",
+            await repository.delete_checkpoints(session, thread_ids=scope["thread_ids"]),
+        )
+        await repository.erase_contact(
+            session, contact_id=contact_id, bsuid=f"{ERASED_PREFIX}{contact_id}", now=now
         )
         redacted = await _redact_trace(session, scope, marker)
         counts["trace_events"] = sum(len(ids) for ids in redacted.values())
@@ -397,27 +262,14 @@ async def _close_conversations(
     session: AsyncSession, cids: list[int], *, by: str, now: datetime
 ) -> None:
     """Open handoffs end (no CSAT is asked) and open conversations close."""
-    rows = await session.execute(
-        text(
-            "SELECT id FROM handoffs WHERE conversation_id = ANY(:c) "
-            "AND status IN ('open', 'assigned', 'accepted')"
-        ),
-        {"c": cids},
-    )
-    ids: list[int] = [int(r.id) for r in rows]
+    ids = await repository.open_handoffs_of(session, conversation_ids=cids)
     if ids:
         rules = await active.current()
         for handoff_id in ids:
             await handoffs.close(
                 session, rules, handoff_id, status="returned", actor=by, language=None
             )
-    await session.execute(
-        text(
-            "UPDATE conversations SET status = 'closed', updated_at = :now "
-            "WHERE id = ANY(:c) AND status = 'open'"
-        ),
-        {"c": cids, "now": now},
-    )
+    await repository.close_open_conversations(session, conversation_ids=cids, now=now)
 
 
 async def _erase_webhooks(
@@ -427,19 +279,11 @@ async def _erase_webhooks(
     marker: dict[str, Any],
     counts: dict[str, int],
 ) -> None:
-    rows = await session.execute(
-        text(
-            "SELECT id, body FROM webhook_events WHERE id IN ("
-            "  SELECT webhook_event_id FROM messages WHERE conversation_id = ANY(:c)"
-            "  UNION SELECT s.webhook_event_id FROM message_statuses s JOIN messages m"
-            "  ON m.wa_message_id = s.wa_message_id WHERE m.conversation_id = ANY(:c))"
-        ),
-        {"c": cids},
-    )
-    for row in rows.all():
-        await session.execute(
-            text("UPDATE webhook_events SET body = :b WHERE id = :id"),
-            {"b": _scrub_webhook(bytes(row.body), identities, marker), "id": row.id},
+    for row in await repository.webhook_bodies_of(session, conversation_ids=cids):
+        await repository.replace_webhook_body(
+            session,
+            webhook_event_id=row.id,
+            body=_scrub_webhook(bytes(row.body), identities, marker),
         )
         counts["webhook_events"] = counts.get("webhook_events", 0) + 1
 
@@ -448,27 +292,16 @@ async def _redact_trace(
     session: AsyncSession, scope: dict[str, Any], marker: dict[str, Any]
 ) -> dict[int | None, list[int]]:
     """Replace the data of the subject's trace events by the marker (hashes stay)."""
-    await session.execute(text("SET LOCAL traza.redaction = 'on'"))
-    rows = await session.execute(
-        text(
-            "UPDATE trace_events e SET data = CAST(:m AS jsonb) "
-            "WHERE (e.conversation_id = ANY(:c) OR (" + OUTSIDE + ")) "
-            "AND e.data <> '{}' AND NOT e.data ? :r AND e.kind <> :erased "
-            "RETURNING e.id, e.conversation_id"
-        ),
-        {
-            "m": json.dumps({REDACTED: marker}),
-            "c": scope["conversation_ids"],
-            "contact": scope["contact"]["id"],
-            "candidate_texts": scope["candidate_texts"],
-            "r": REDACTED,
-            "erased": ERASED_KIND,
-        },
+    rows = await repository.redact_trace_events(
+        session,
+        conversation_ids=scope["conversation_ids"],
+        contact_id=scope["contact"]["id"],
+        candidate_texts=scope["candidate_texts"],
+        marker=json.dumps({REDACTED: marker}),
     )
     redacted: dict[int | None, list[int]] = {}
     for row in rows:
         redacted.setdefault(row.conversation_id, []).append(row.id)
-    await session.execute(text("SET LOCAL traza.redaction = 'off'"))
     for ids in redacted.values():
         ids.sort()
     return redacted

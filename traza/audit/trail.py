@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncResult
 
 from traza import clock
+from traza.audit import repository
 from traza.audit.chain import (
     Anchor,
     Break,
@@ -33,68 +33,9 @@ from traza.audit.chain import (
     export_header,
     verify_anchor,
 )
-from traza.db import locks
 from traza.db.engine import get_engine, session_scope
 
 log = logging.getLogger(__name__)
-
-COLUMNS = (
-    "e.id, e.seq, e.conversation_id, e.at, e.kind, e.actor, e.duration_ms, e.message_id, "
-    "e.thread_id, e.step, e.llm, e.data::text AS data_text, e.data_hash, e.prev_hash, e.hash"
-)
-CHAIN = "coalesce(e.conversation_id, 0)"  # the chain's key, as the unique index spells it
-ALL_EVENTS = f"SELECT {COLUMNS}, 1 AS start FROM trace_events e ORDER BY {CHAIN}, e.seq"
-ONE_CHAIN = f"SELECT {COLUMNS}, 1 AS start FROM trace_events e WHERE {CHAIN} = :cid ORDER BY e.seq"
-# From the first event at or after `since` in each chain; the event before it is the
-# trusted base the verification starts from.
-SINCE = f"""
-WITH starts AS (
-  SELECT conversation_id, min(seq) AS start FROM trace_events
-   WHERE at >= :since AND (CAST(:cid AS bigint) IS NULL OR conversation_id = :cid)
-   GROUP BY conversation_id
-)
-SELECT {COLUMNS}, s.start FROM trace_events e
-  JOIN starts s ON {CHAIN} = coalesce(s.conversation_id, 0)
- WHERE e.seq >= s.start - 1
- ORDER BY {CHAIN}, e.seq
-"""
-CHAINS = """
-SELECT count(*) FROM (SELECT DISTINCT conversation_id FROM trace_events
- WHERE (CAST(:since AS timestamptz) IS NULL OR at >= :since)
-   AND (CAST(:cid AS bigint) IS NULL OR conversation_id = :cid)) c
-"""
-# The event at each anchored head (`heads`: a jsonb array of [conversation_id, seq, …]).
-AT_HEADS = f"""
-SELECT h.ord, x.* FROM jsonb_array_elements(CAST(:heads AS jsonb)) WITH ORDINALITY h(v, ord)
-LEFT JOIN LATERAL (
-  SELECT {COLUMNS} FROM trace_events e
-   WHERE {CHAIN} = coalesce((h.v->>0)::bigint, 0) AND e.seq = (h.v->>1)::bigint
-) x ON true
-ORDER BY h.ord
-"""
-ANCHOR_COLUMNS = "id, day, created_at, created_by, events, chains, heads, prev_hash, hash"
-HEADS = f"""
-SELECT c.id AS conversation_id, h.seq, h.hash FROM conversations c
-CROSS JOIN LATERAL (SELECT seq, hash FROM trace_events e WHERE {CHAIN} = c.id
-                     ORDER BY seq DESC LIMIT 1) h
-UNION ALL
-SELECT NULL, seq, hash FROM (SELECT seq, hash FROM trace_events e WHERE {CHAIN} = 0
-                              ORDER BY seq DESC LIMIT 1) n
-"""
-ANCHORED = """
-SELECT h->>0 AS conversation_id, (h->>1)::bigint AS seq, h->>2 AS hash FROM (
-  SELECT h, row_number() OVER (PARTITION BY h->>0 ORDER BY (h->>1)::bigint DESC) AS n
-    FROM audit_anchors, jsonb_array_elements(heads) h
-) last WHERE n = 1
-"""
-# Events from each moved chain's last anchored position (its base) to its head.
-MOVED_EVENTS = f"""
-SELECT {COLUMNS}, m.start FROM jsonb_to_recordset(CAST(:moved AS jsonb))
-       AS m(conversation_id bigint, start bigint, head bigint)
-  JOIN trace_events e ON {CHAIN} = coalesce(m.conversation_id, 0)
- WHERE e.seq BETWEEN m.start - 1 AND m.head
- ORDER BY {CHAIN}, e.seq
-"""
 
 
 def _event(row: Row[Any]) -> Event:
@@ -160,11 +101,8 @@ class Report:
         }
 
 
-async def _chains(
-    conn: AsyncConnection, sql: str, params: dict[str, Any]
-) -> AsyncIterator[ChainResult]:
-    """Stream events in chain order and verify each chain as it goes by."""
-    stream = await conn.stream(text(sql).execution_options(yield_per=2000), params)
+async def _chains(stream: AsyncResult[Any]) -> AsyncIterator[ChainResult]:
+    """Verify each chain of a stream of events in chain order as it goes by."""
     verifier: ChainVerifier | None = None
     key: object = object()
     async for rows in stream.partitions():
@@ -188,7 +126,9 @@ async def _chains(
 async def count_chains(*, conversation_id: int | None = None, since: date | None = None) -> int:
     """How many chains `verify` will read (for a progress bar)."""
     async with get_engine().connect() as conn:
-        value = await conn.scalar(text(CHAINS), {"since": _start_of(since), "cid": conversation_id})
+        value = await repository.count_chains(
+            conn, conversation_id=conversation_id, since=_start_of(since)
+        )
     return int(value or 0)
 
 
@@ -204,15 +144,12 @@ async def verify(
 ) -> Report:
     """Verify every chain (or one conversation's, or from `since`) and every anchor."""
     report = Report()
-    if since is not None:
-        sql, params = SINCE, {"since": _start_of(since), "cid": conversation_id}
-    elif conversation_id is not None:
-        sql, params = ONE_CHAIN, {"cid": conversation_id}
-    else:
-        sql, params = ALL_EVENTS, {}
     async with get_engine().connect() as conn:
-        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        async for result in _chains(conn, sql, params):
+        await repository.read_one_snapshot(conn)
+        events = await repository.stream_events(
+            conn, conversation_id=conversation_id, since=_start_of(since)
+        )
+        async for result in _chains(events):
             report.chains += 1
             report.events += result.events
             report.redacted.extend(result.redacted)
@@ -227,7 +164,7 @@ async def verify(
 async def _verify_anchors(
     conn: AsyncConnection, report: Report, *, conversation_id: int | None, since: date | None
 ) -> None:
-    rows = await conn.execute(text(f"SELECT {ANCHOR_COLUMNS} FROM audit_anchors ORDER BY id"))
+    rows = await repository.all_anchors(conn)
     previous: Anchor | None = None
     broken_anchor = False
     for anchor in (_anchor(r) for r in rows):
@@ -244,7 +181,7 @@ async def _verify_anchors(
         heads = [h for h in anchor.heads if conversation_id is None or h[0] == conversation_id]
         if not heads:
             continue
-        found = await conn.execute(text(AT_HEADS), {"heads": json.dumps(heads)})
+        found = await repository.events_at_heads(conn, heads=json.dumps(heads))
         for head, row in zip(heads, found, strict=True):
             report.anchored_heads += 1
             event = _event(row) if row.id is not None else None
@@ -275,19 +212,15 @@ async def write_anchor(*, created_by: str, day: date | None = None) -> AnchorRes
     """
     async with session_scope() as session:
         conn = await session.connection()
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": locks.AUDIT_ANCHOR})
-        previous_row = (
-            await conn.execute(
-                text(f"SELECT {ANCHOR_COLUMNS} FROM audit_anchors ORDER BY id DESC LIMIT 1")
-            )
-        ).first()
+        await repository.lock_anchors(conn)
+        previous_row = await repository.last_anchor(conn)
         previous = _anchor(previous_row) if previous_row is not None else None
         anchored: dict[int | None, tuple[int, str]] = {
             (int(r.conversation_id) if r.conversation_id is not None else None): (r.seq, r.hash)
-            for r in await conn.execute(text(ANCHORED))
+            for r in await repository.anchored_heads(conn)
         }
         moved = []
-        for row in await conn.execute(text(HEADS)):
+        for row in await repository.chain_heads(conn):
             last = anchored.get(row.conversation_id, (0, ""))[0]
             if row.seq > last:
                 moved.append(
@@ -296,7 +229,8 @@ async def write_anchor(*, created_by: str, day: date | None = None) -> AnchorRes
         breaks: list[Break] = []
         heads: list[list[Any]] = []
         events = 0
-        async for result in _chains(conn, MOVED_EVENTS, {"moved": json.dumps(moved)}):
+        moved_events = await repository.stream_moved_events(conn, moved=json.dumps(moved))
+        async for result in _chains(moved_events):
             cid = result.conversation_id
             base = anchored.get(cid)
             problem = result.broken
@@ -322,25 +256,17 @@ async def write_anchor(*, created_by: str, day: date | None = None) -> AnchorRes
             hash=b"",
         )
         anchor.hash = anchor_hash(anchor)
-        anchor.id = (
-            await conn.execute(
-                text(
-                    "INSERT INTO audit_anchors (day, created_at, created_by, events, chains, "
-                    "heads, prev_hash, hash) VALUES (:day, :created_at, :created_by, :events, "
-                    ":chains, CAST(:heads AS jsonb), :prev_hash, :hash) RETURNING id"
-                ),
-                {
-                    "day": anchor.day,
-                    "created_at": now,
-                    "created_by": created_by,
-                    "events": events,
-                    "chains": len(heads),
-                    "heads": json.dumps(heads),
-                    "prev_hash": anchor.prev_hash,
-                    "hash": anchor.hash,
-                },
-            )
-        ).scalar_one()
+        anchor.id = await repository.insert_anchor(
+            conn,
+            day=anchor.day,
+            created_at=now,
+            created_by=created_by,
+            events=events,
+            chains=len(heads),
+            heads=json.dumps(heads),
+            prev_hash=anchor.prev_hash,
+            hash=anchor.hash,
+        )
     for problem in breaks:
         log.error("audit: not anchored, %s: %s", problem.where(), problem.detail)
     return AnchorResult(anchor=anchor, breaks=breaks)
@@ -369,24 +295,12 @@ def _base_changed(cid: int | None, base: tuple[int, str], result: ChainResult) -
 async def export_conversation(conversation_id: int) -> AsyncIterator[str]:
     """A conversation's trail as NDJSON lines: a header, every event, the anchors covering it."""
     async with get_engine().connect() as conn:
-        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        count = await conn.scalar(
-            text("SELECT count(*) FROM trace_events e WHERE coalesce(conversation_id, 0) = :c"),
-            {"c": conversation_id},
-        )
+        await repository.read_one_snapshot(conn)
+        count = await repository.count_conversation_events(conn, conversation_id=conversation_id)
         yield export_header(conversation_id, events=int(count or 0), exported_at=clock.now())
-        stream = await conn.stream(
-            text(ONE_CHAIN).execution_options(yield_per=1000), {"cid": conversation_id}
-        )
+        stream = await repository.stream_conversation_events(conn, conversation_id=conversation_id)
         async for row in stream:
             yield export_event_line(_event(row))
-        anchors = await conn.execute(
-            text(
-                f"SELECT {ANCHOR_COLUMNS} FROM audit_anchors "
-                "WHERE heads @> jsonb_build_array(jsonb_build_array(CAST(:c AS bigint))) "
-                "ORDER BY id"
-            ),
-            {"c": conversation_id},
-        )
+        anchors = await repository.anchors_covering(conn, conversation_id=conversation_id)
         for row in anchors:
             yield export_anchor_line(_anchor(row))
