@@ -25,7 +25,6 @@ from functools import partial
 from typing import Any
 
 import httpx
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import trace
@@ -45,10 +44,11 @@ from traza.channels.sms import SmsChannel
 from traza.channels.whatsapp import WhatsAppChannel
 from traza.conversations.repository import STUDIO_PHONE_NUMBER_ID, in_service_window
 from traza.db import outage
-from traza.db.engine import direct, run, session_scope
+from traza.db.engine import direct, session_scope
 from traza.db.locks import conversation_lock
-from traza.db.models import Candidate, Contact, Conversation, Inbox, Message, MessageStatus
+from traza.db.models import Candidate, Contact, Conversation, Inbox, Message
 from traza.ingest.store import apply_stored_statuses
+from traza.outbound import repository
 from traza.outbound.outbox import queue_message
 from traza.settings import get_settings
 from traza.trace import kinds
@@ -200,29 +200,6 @@ async def _deliver(conversation_id: int, *, final_attempt: bool) -> int:
     return sent
 
 
-# The next two messages to send, with what the send-time checks need. The caller holds
-# the conversation's lock, so no row lock is needed to keep other senders away.
-NEXT_SQL = text(
-    """
-    SELECT m.id, m.status, m.type, m.text, m.content, m.idempotency_key, m.actor, m.channel,
-           c.owner, c.last_inbound_at, ct.wa_id, ct.bsuid, ct.unreachable_at, ct.opted_out_at,
-           i.phone_number_id, k.email, k.phone
-      FROM messages m
-      JOIN conversations c ON c.id = m.conversation_id
-      JOIN contacts ct ON ct.id = c.contact_id
-      JOIN inboxes i ON i.id = c.inbox_id
-      LEFT JOIN candidates k ON k.contact_id = c.contact_id
-     WHERE m.conversation_id = :cid AND m.direction = 'out'
-       AND m.status IN ('queued', 'sending')
-     ORDER BY m.id
-     LIMIT 2
-    """
-)
-MARK_SENDING = text(
-    "UPDATE messages SET status = 'sending', attempts = attempts + 1 WHERE id = :id"
-)
-
-
 async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
     """The next message to send (or what happened to it), and whether another waits.
 
@@ -230,7 +207,7 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
     rest (a send to adopt, a skip, a template required) goes through `_claim`.
     """
     async with direct() as conn:
-        rows = await (await run(conn, NEXT_SQL, {"cid": conversation_id})).fetchall()
+        rows = await repository.next_to_send(conn, conversation_id=conversation_id)
         if not rows:
             return None, False
         r = rows[0]
@@ -250,30 +227,14 @@ async def _claim_next(conversation_id: int) -> tuple[_Next | str | None, bool]:
             and not _needs_template(r.channel, r.type, r.last_inbound_at)
         )
         if sendable:
-            await run(conn, MARK_SENDING, {"id": r.id})
+            await repository.mark_sending(conn, message_id=r.id)
             return _next(r, conversation_id, to or "", r.phone_number_id), len(rows) > 1
     async with session_scope() as session:
         return await _claim_locked(session, conversation_id), len(rows) > 1
 
 
 async def _claim_locked(session: AsyncSession, conversation_id: int) -> _Next | str | None:
-    rows = (
-        await session.execute(
-            select(Message, Conversation, Contact, Inbox, Candidate)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .join(Inbox, Inbox.id == Conversation.inbox_id)
-            .outerjoin(Candidate, Candidate.contact_id == Conversation.contact_id)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.direction == "out",
-                Message.status.in_(("queued", "sending")),
-            )
-            .order_by(Message.id)
-            .limit(1)
-            .with_for_update(of=Message)
-        )
-    ).all()
+    rows = await repository.lock_next_to_send(session, conversation_id=conversation_id)
     if not rows:
         return None
     message, conversation, contact, inbox, candidate = rows[0]
@@ -449,13 +410,7 @@ async def _fall_back(session: AsyncSession, message: Message, *, reason: str) ->
 async def _adopt_from_status(session: AsyncSession, message: Message) -> bool:
     if not message.idempotency_key:
         return False
-    status = (
-        await session.execute(
-            select(MessageStatus)
-            .where(MessageStatus.callback_data == message.idempotency_key)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    status = await repository.status_with_callback(session, callback_data=message.idempotency_key)
     if status is None:
         return False
     message.wa_message_id = status.wa_message_id
@@ -489,18 +444,21 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
     data = {"channel": channel.name, "wa_message_id": wamid, "by": item.actor}
     if item.channel == "email":
         data["subject"] = subject_for(item.text, item.subject)
-    params = {
-        "id": item.message_id,
-        "wamid": wamid,
-        "channel": channel.name,
-        "data": json.dumps(data),
-        "ms": round((time.perf_counter() - started) * 1000, 3),
-        "actor": trace.system("sender"),
-    }
+    encoded = json.dumps(data)
+    ms = round((time.perf_counter() - started) * 1000, 3)
+    actor = trace.system("sender")
 
     async def record_sent() -> Any:
         async with direct() as conn:  # one statement, one round trip
-            return await (await run(conn, RECORD_SENT, params)).fetchone()
+            return await repository.record_sent(
+                conn,
+                message_id=item.message_id,
+                wamid=wamid,
+                channel=channel.name,
+                data=encoded,
+                ms=ms,
+                actor=actor,
+            )
 
     # The provider has the message: losing this write would make a retry send it again,
     # so it is repeated (it is idempotent) until the database takes it.
@@ -512,26 +470,6 @@ async def _send_one(item: _Next, *, final_attempt: bool) -> int:
         async with session_scope() as session:
             await _apply_known_statuses(session, wamid)
     return 1
-
-
-# The provider accepted the message: record its id and the trace event in one statement,
-# and say whether status webhooks for that id arrived before we knew it. Run twice (its
-# first answer lost with the connection), it records nothing the second time.
-RECORD_SENT = text(
-    """
-    WITH u AS (
-      UPDATE messages SET wa_message_id = :wamid, status = 'accepted', channel = :channel,
-                          error_code = NULL, error_title = NULL
-       WHERE id = :id AND wa_message_id IS DISTINCT FROM :wamid
-      RETURNING id, conversation_id
-    ), t AS (
-      INSERT INTO trace_events (conversation_id, kind, actor, data, duration_ms, message_id)
-      SELECT u.conversation_id, 'message.sent', :actor, CAST(:data AS jsonb), :ms, u.id FROM u
-    )
-    SELECT EXISTS (SELECT 1 FROM message_statuses WHERE wa_message_id = :wamid)
-      FROM messages WHERE id = :id
-    """
-)
 
 
 async def _call(channel: OutputChannel, item: _Next) -> str:
@@ -615,13 +553,7 @@ async def _record_error(item: _Next, exc: SendError, channel: str, *, final_atte
             message.status = "failed"
             message.failed_at = datetime.now(UTC)
         if exc.code == UNREACHABLE and item.channel == "whatsapp":
-            await session.execute(
-                text(
-                    "UPDATE contacts SET unreachable_at = COALESCE(unreachable_at, now()) "
-                    "WHERE id = (SELECT contact_id FROM conversations WHERE id = :cid)"
-                ),
-                {"cid": item.conversation_id},
-            )
+            await repository.mark_contact_unreachable(session, conversation_id=item.conversation_id)
             data["contact"] = "marked unreachable"
         await trace.record(
             session,
@@ -653,11 +585,5 @@ async def _finish(session: AsyncSession, message: Message, status: str, *, reaso
 
 async def _apply_known_statuses(session: AsyncSession, wamid: str) -> None:
     """Statuses that arrived before we learnt our message's id are applied now."""
-    rows = (
-        await session.execute(
-            select(MessageStatus)
-            .where(MessageStatus.wa_message_id == wamid)
-            .order_by(MessageStatus.id)
-        )
-    ).scalars()
+    rows = await repository.statuses_of(session, wa_message_id=wamid)
     await apply_stored_statuses(await session.connection(), rows)
