@@ -42,134 +42,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza.operations.sla import hours_for
+from traza.reports import repository
 from traza.reports.period import Period, ReportError
+from traza.reports.repository import ReportScope
 from traza.rules.hours import BusinessHours
 from traza.rules.loader import LoadedRules
 from traza.settings import get_settings
 
-SENT = "('accepted', 'sent', 'delivered', 'read')"
 METRICS = ("first_response", "next_response", "resolution")
-
-# The parameters once, typed, then the conversations the filters choose.
-_SCOPE = """
-    WITH p AS (
-      SELECT CAST(:start AS timestamptz) AS t0, CAST(:end AS timestamptz) AS t1,
-             CAST(:tz AS text) AS tz, CAST(:inbox_id AS bigint) AS inbox_id,
-             CAST(:team AS text) AS team, CAST(:agent AS text) AS agent,
-             CAST(:agent_actor AS text) AS agent_actor, CAST(:bot AS text) AS bot,
-             CAST(:bot_actor AS text) AS bot_actor, CAST(:scope AS text[]) AS scope
-    ), s AS (
-      SELECT c.id, c.created_at FROM conversations c, p
-       WHERE (p.inbox_id IS NULL OR c.inbox_id = p.inbox_id)
-         AND (p.scope IS NULL OR c.team = ANY(p.scope))
-         AND (p.team IS NULL OR c.team = p.team OR EXISTS (
-               SELECT 1 FROM handoffs h WHERE h.conversation_id = c.id AND h.team = p.team))
-         AND (p.agent IS NULL
-              OR EXISTS (SELECT 1 FROM handoffs h
-                          WHERE h.conversation_id = c.id AND h.assigned_agent = p.agent)
-              OR EXISTS (SELECT 1 FROM messages m
-                          WHERE m.conversation_id = c.id AND m.direction = 'out'
-                            AND m.actor = p.agent_actor))
-         AND (p.bot_actor IS NULL OR EXISTS (
-               SELECT 1 FROM messages m
-                WHERE m.conversation_id = c.id AND m.direction = 'out'
-                  AND m.actor = p.bot_actor))
-    )
-"""
-
-STARTED_SQL = text(
-    _SCOPE
-    + f"""
-    SELECT (s.created_at AT TIME ZONE p.tz)::date AS day, count(*) AS started,
-           count(*) FILTER (WHERE h.handed) AS handed_off,
-           count(*) FILTER (WHERE NOT h.handed AND EXISTS (
-               SELECT 1 FROM messages m
-                WHERE m.conversation_id = s.id AND m.direction = 'out'
-                  AND m.actor LIKE 'bot:%' AND m.status IN {SENT}
-                  AND m.created_at < p.t1)) AS bot_resolved
-      FROM s CROSS JOIN p
-      CROSS JOIN LATERAL (SELECT EXISTS (
-          SELECT 1 FROM handoffs x WHERE x.conversation_id = s.id AND x.created_at < p.t1
-      ) AS handed) h
-     WHERE s.created_at >= p.t0 AND s.created_at < p.t1
-     GROUP BY 1
-    """
-)
-
-MESSAGES_SQL = text(
-    _SCOPE
-    + f"""
-    , m AS (
-      SELECT m.conversation_id, m.direction, m.actor, m.created_at,
-             m.status IN {SENT} AS went_out,
-             (p.agent_actor IS NULL OR m.actor = p.agent_actor)
-               AND (p.bot_actor IS NULL OR m.actor = p.bot_actor) AS mine,
-             (m.created_at AT TIME ZONE p.tz)::date AS day
-        FROM messages m JOIN s ON s.id = m.conversation_id CROSS JOIN p
-       WHERE m.created_at >= p.t0 AND m.created_at < p.t1
-    )
-    SELECT day, GROUPING(day) = 1 AS total,
-           count(*) FILTER (WHERE direction = 'in') AS msg_in,
-           count(*) FILTER (WHERE direction = 'out' AND went_out AND mine) AS msg_out,
-           count(*) FILTER (WHERE direction = 'out' AND went_out AND mine
-                              AND actor LIKE 'bot:%') AS out_bot,
-           count(*) FILTER (WHERE direction = 'out' AND went_out AND mine
-                              AND actor LIKE 'human:%') AS out_human,
-           count(*) FILTER (WHERE direction = 'out' AND went_out AND mine
-                              AND actor NOT LIKE 'bot:%' AND actor NOT LIKE 'human:%')
-             AS out_system,
-           count(*) FILTER (WHERE direction = 'out' AND NOT went_out AND mine) AS out_not_sent,
-           count(DISTINCT conversation_id) AS active
-      FROM m
-     GROUP BY GROUPING SETS ((day), ())
-    """
-)
-
-HANDOFFS_SQL = text(
-    _SCOPE
-    + """
-    SELECT h.id, h.team, h.reason, h.status, h.created_at, h.first_response_at, h.closed_at
-      FROM handoffs h JOIN s ON s.id = h.conversation_id CROSS JOIN p
-     WHERE (p.team IS NULL OR h.team = p.team)
-       AND (p.agent IS NULL OR h.assigned_agent = p.agent)
-       AND ((h.created_at >= p.t0 AND h.created_at < p.t1)
-            OR (h.first_response_at >= p.t0 AND h.first_response_at < p.t1)
-            OR (h.closed_at >= p.t0 AND h.closed_at < p.t1))
-     ORDER BY h.id
-    """
-)
-
-SLA_SQL = text(
-    _SCOPE
-    + """
-    SELECT (t.stopped_at AT TIME ZONE p.tz)::date AS day, t.metric, t.status, count(*) AS n
-      FROM sla_timers t
-      JOIN handoffs h ON h.id = t.handoff_id
-      JOIN s ON s.id = h.conversation_id CROSS JOIN p
-     WHERE t.status IN ('met', 'breached')
-       AND t.stopped_at >= p.t0 AND t.stopped_at < p.t1
-       AND (p.team IS NULL OR h.team = p.team)
-       AND (p.agent IS NULL OR h.assigned_agent = p.agent)
-     GROUP BY 1, 2, 3
-    """
-)
-
-CSAT_SQL = text(
-    _SCOPE
-    + """
-    SELECT (r.created_at AT TIME ZONE p.tz)::date AS day, r.rating, count(*) AS n
-      FROM csat_ratings r JOIN s ON s.id = r.conversation_id CROSS JOIN p
-     WHERE r.created_at >= p.t0 AND r.created_at < p.t1
-       AND (p.team IS NULL OR r.team = p.team)
-       AND (p.agent IS NULL OR r.agent = p.agent)
-       AND (p.bot IS NULL OR r.bot = p.bot)
-     GROUP BY 1, 2
-    """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,47 +166,31 @@ async def check_filters(session: AsyncSession, filters: Filters, rules: LoadedRu
         raise ReportError("bot", "filter by agent or by bot, not both")
     inbox_id: int | None = None
     if filters.inbox is not None:
-        inbox_id = (
-            await session.execute(
-                text("SELECT id FROM inboxes WHERE phone_number_id = :p"), {"p": filters.inbox}
-            )
-        ).scalar_one_or_none()
+        inbox_id = await repository.inbox_of_number(session, phone_number_id=filters.inbox)
         if inbox_id is None:
-            known: list[str] = list(
-                (
-                    await session.execute(
-                        text("SELECT phone_number_id FROM inboxes ORDER BY id LIMIT 20")
-                    )
-                ).scalars()
-            )
+            known = await repository.known_inbox_numbers(session)
             raise ReportError(
                 "inbox",
                 f"unknown inbox '{filters.inbox}' (an inbox is its phone_number_id; "
                 f"known: {', '.join(known) or 'none'})",
             )
-    for name, table in (("team", "teams"), ("agent", "agents")):
+    tables: tuple[tuple[str, Literal["teams", "agents"]], ...] = (
+        ("team", "teams"),
+        ("agent", "agents"),
+    )
+    for name, table in tables:
         value = getattr(filters, name)
         if value is None:
             continue
-        found = (
-            await session.execute(text(f"SELECT 1 FROM {table} WHERE name = :n"), {"n": value})
-        ).first()
-        if found is None:
-            query = text(f"SELECT name FROM {table} ORDER BY name LIMIT 50")
-            names: list[str] = list((await session.execute(query)).scalars())
+        if not await repository.is_known_name(session, table=table, name=value):
+            names = await repository.known_names(session, table=table)
             raise ReportError(
                 name, f"unknown {name} '{value}' (known: {', '.join(names) or 'none'})"
             )
     if filters.bot is not None:
         configured = {get_settings().traza_bot_name} | {r.bot for r in rules.rules.routing if r.bot}
         if filters.bot not in configured:
-            spoke = (
-                await session.execute(
-                    text("SELECT 1 FROM messages WHERE actor = :a AND direction = 'out' LIMIT 1"),
-                    {"a": f"bot:{filters.bot}"},
-                )
-            ).first()
-            if spoke is None:
+            if not await repository.has_spoken(session, actor=f"bot:{filters.bot}"):
                 raise ReportError(
                     "bot",
                     f"unknown bot '{filters.bot}' (bots: {', '.join(sorted(configured))})",
@@ -349,7 +216,7 @@ async def conversation_report(
     `scope`: the teams a non-admin caller may see (None: everything).
     """
     inbox_id = await check_filters(session, filters, rules)
-    params = {
+    params: ReportScope = {
         "start": period.start,
         "end": period.end,
         "tz": period.zone.key,
@@ -367,12 +234,12 @@ async def conversation_report(
     def day_of(value: Any) -> Figures:
         return days.setdefault(_day(value), Figures())
 
-    for r in (await session.execute(STARTED_SQL, params)).all():
+    for r in await repository.started_by_day(session, scope=params):
         for f in (total, day_of(r.day)):
             f.started += r.started
             f.handed_off += r.handed_off
             f.bot_resolved += r.bot_resolved
-    for r in (await session.execute(MESSAGES_SQL, params)).all():
+    for r in await repository.messages_by_day(session, scope=params):
         f = total if r.total else day_of(r.day)
         f.msg_in, f.msg_out, f.active = r.msg_in, r.msg_out, r.active
         f.out_bot, f.out_human, f.out_system = r.out_bot, r.out_human, r.out_system
@@ -389,7 +256,7 @@ async def conversation_report(
         return at is not None and period.start <= at < period.end
 
     local = period.zone
-    for h in (await session.execute(HANDOFFS_SQL, params)).all():
+    for h in await repository.handoffs_in_period(session, scope=params):
         if within(h.created_at):
             for f in (total, day_of(h.created_at.astimezone(local).date())):
                 f.reasons[h.reason] += 1
@@ -401,10 +268,10 @@ async def conversation_report(
             seconds = open_time(h.team, h.created_at, h.closed_at)
             for f in (total, day_of(h.closed_at.astimezone(local).date())):
                 f.resolution.append(seconds)
-    for r in (await session.execute(SLA_SQL, params)).all():
+    for r in await repository.sla_by_day(session, scope=params):
         for f in (total, day_of(r.day)):
             f.sla[(r.metric, r.status)] += r.n
-    for r in (await session.execute(CSAT_SQL, params)).all():
+    for r in await repository.csat_by_day(session, scope=params):
         for f in (total, day_of(r.day)):
             f.csat[int(r.rating)] += r.n
 
