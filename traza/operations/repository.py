@@ -1,9 +1,11 @@
-"""What the operator endpoints and the dashboard read: agents, teams, handoffs, notes, SLA clocks.
+"""Every statement of human operations: agents, teams, keys, handoffs, notes, SLA clocks, CSAT.
 
 The statements behind `api/routes/agents.py`, `api/routes/handoffs.py` and the dashboard's
-pages, in one place. Each function takes the caller's session and leaves the transaction
-(flush, commit) to it. `teams` arguments are an operator's scope: the names of the teams
-whose handoffs they see, or None for all of them (admins).
+pages, and those of the operations modules (`handoffs`, `sla`, `breaches`, `assignment`,
+`csat`, `agents`, `actions`), in one place; this module imports none of them. Each
+function takes the caller's session and leaves the transaction (flush, commit) to it.
+`teams` arguments are an operator's scope: the names of the teams whose handoffs they see,
+or None for all of them (admins).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text
+from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,10 +29,9 @@ from traza.db.models import (
     SlaTimer,
     Team,
 )
-from traza.operations import handoffs
 
-# Active handoffs are `handoffs.OPEN` (open, assigned or accepted), read when a statement is
-# built: a module reference, so `handoffs` may in turn import this module without a cycle.
+OPEN = ("open", "assigned", "accepted")
+"""An active handoff's statuses; `handoffs.OPEN` is this tuple (imported, no cycle)."""
 
 TEAMS_SQL = text(
     """
@@ -122,7 +123,7 @@ async def handoff_queue(
     """
     query = select(Handoff)
     if status == "active":
-        query = query.where(Handoff.status.in_(handoffs.OPEN))
+        query = query.where(Handoff.status.in_(OPEN))
     elif status:
         query = query.where(Handoff.status == status)
     if team:
@@ -158,7 +159,7 @@ async def inbox_handoffs(
         .join(Conversation, Conversation.id == Handoff.conversation_id)
         .join(Contact, Contact.id == Conversation.contact_id)
         .outerjoin(Candidate, Candidate.contact_id == Contact.id)
-        .where(Handoff.status.in_(handoffs.OPEN), in_teams(Handoff.team, teams))
+        .where(Handoff.status.in_(OPEN), in_teams(Handoff.team, teams))
     )
     if assigned_agent is not None:
         query = query.where(Handoff.assigned_agent == assigned_agent)
@@ -178,7 +179,7 @@ async def inbox_counts(
                 func.count().filter(Handoff.status == "open"),
                 func.count().filter(Handoff.assigned_agent == agent_name),
                 func.count(),
-            ).where(Handoff.status.in_(handoffs.OPEN), in_teams(Handoff.team, teams))
+            ).where(Handoff.status.in_(OPEN), in_teams(Handoff.team, teams))
         )
     ).one()
     return row[0], row[1], row[2]
@@ -187,9 +188,7 @@ async def inbox_counts(
 async def active_handoff_of(session: AsyncSession, *, conversation_id: int) -> Handoff | None:
     """The conversation's active handoff (open, assigned or accepted), if any."""
     return await session.scalar(
-        select(Handoff).where(
-            Handoff.conversation_id == conversation_id, Handoff.status.in_(handoffs.OPEN)
-        )
+        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status.in_(OPEN))
     )
 
 
@@ -223,3 +222,80 @@ async def conversation_notes(session: AsyncSession, *, conversation_id: int) -> 
         select(Note).where(Note.conversation_id == conversation_id).order_by(Note.id)
     )
     return list(rows.scalars())
+
+
+async def only_active_handoff(session: AsyncSession, *, conversation_id: int) -> Handoff | None:
+    """The conversation's active handoff, if any; more than one is an error."""
+    result = await session.execute(
+        select(Handoff).where(
+            Handoff.conversation_id == conversation_id,
+            Handoff.status.in_(("open", "assigned", "accepted")),
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def is_member(session: AsyncSession, *, agent: str, team: str) -> bool:
+    """Whether `agent` belongs to `team` (enabled, and not a system's key)."""
+    found = await session.scalar(
+        select(HumanAgent.id)
+        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
+        .join(Team, Team.id == AgentTeam.team_id)
+        .where(
+            HumanAgent.name == agent,
+            Team.name == team,
+            HumanAgent.disabled_at.is_(None),
+            HumanAgent.role != "integration",  # a system's key never takes handoffs
+        )
+    )
+    return found is not None
+
+
+async def team_id(session: AsyncSession, *, name: str) -> int | None:
+    """The id of the team with this name, or None."""
+    found: int | None = await session.scalar(select(Team.id).where(Team.name == name))
+    return found
+
+
+# --- who owns a conversation ---------------------------------------------------------------
+
+
+async def give_to_humans(session: AsyncSession, *, conversation_id: int, team: str | None) -> None:
+    """The conversation is owned by humans of `team`, no agent yet."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(owner="human", owner_agent=None, team=team)
+    )
+
+
+async def give_back_to_bot(session: AsyncSession, *, conversation_id: int) -> None:
+    """The bot owns the conversation again."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(owner="bot", owner_agent=None)
+    )
+
+
+async def claim_conversation(session: AsyncSession, *, conversation_id: int, agent: str) -> None:
+    """`agent` owns the conversation, unless an agent already does."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.owner_agent.is_(None))
+        .values(owner_agent=agent)
+    )
+
+
+async def move_conversation(session: AsyncSession, *, conversation_id: int, team: str) -> None:
+    """The conversation belongs to `team` now."""
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(team=team)
+    )
+
+
+async def unassign_conversation(session: AsyncSession, *, conversation_id: int) -> None:
+    """No agent owns the conversation."""
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(owner_agent=None)
+    )
