@@ -299,3 +299,68 @@ async def unassign_conversation(session: AsyncSession, *, conversation_id: int) 
     await session.execute(
         update(Conversation).where(Conversation.id == conversation_id).values(owner_agent=None)
     )
+
+
+# --- SLA clocks ----------------------------------------------------------------------------
+
+# Running timers whose job is gone (a crash between jobs, a manual cleanup).
+ORPHANS_SQL = text(
+    """
+    SELECT t.id FROM sla_timers t
+     WHERE t.status = 'running'
+       AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                        WHERE j.id = t.job_id AND j.status IN ('todo', 'doing'))
+    """
+)
+
+
+async def running_timer_id(session: AsyncSession, *, handoff_id: int, metric: str) -> int | None:
+    """The id of the handoff's running clock for `metric`, if one runs."""
+    found: int | None = await session.scalar(
+        select(SlaTimer.id).where(
+            SlaTimer.handoff_id == handoff_id,
+            SlaTimer.metric == metric,
+            SlaTimer.status == "running",
+        )
+    )
+    return found
+
+
+async def lock_running_timers(
+    session: AsyncSession, *, handoff_id: int, metrics: tuple[str, ...]
+) -> Sequence[SlaTimer]:
+    """The handoff's running clocks for `metrics`, locked (FOR UPDATE) to be stopped."""
+    return (
+        await session.scalars(
+            select(SlaTimer)
+            .where(
+                SlaTimer.handoff_id == handoff_id,
+                SlaTimer.metric.in_(metrics),
+                SlaTimer.status == "running",
+            )
+            .with_for_update()
+        )
+    ).all()
+
+
+async def orphaned_timer_ids(session: AsyncSession) -> list[int]:
+    """Ids of running clocks whose job is gone."""
+    return list((await session.execute(ORPHANS_SQL)).scalars())
+
+
+async def timers_by_id(session: AsyncSession, *, ids: list[int]) -> Sequence[SlaTimer]:
+    """The SLA clocks with these ids."""
+    return (await session.scalars(select(SlaTimer).where(SlaTimer.id.in_(ids)))).all()
+
+
+async def any_supervisor(session: AsyncSession, *, team: str) -> str | None:
+    """The first enabled supervisor of `team`, online or not."""
+    name: str | None = await session.scalar(
+        select(HumanAgent.name)
+        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
+        .join(Team, Team.id == AgentTeam.team_id)
+        .where(Team.name == team, HumanAgent.role == "supervisor", HumanAgent.disabled_at.is_(None))
+        .order_by(HumanAgent.id)
+        .limit(1)
+    )
+    return name
