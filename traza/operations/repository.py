@@ -11,6 +11,7 @@ or None for all of them (admins).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text, update
@@ -18,6 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza.conversations.repository import in_teams
+from traza.db import locks
 from traza.db.models import (
     AgentTeam,
     Candidate,
@@ -364,3 +366,108 @@ async def any_supervisor(session: AsyncSession, *, team: str) -> str | None:
         .limit(1)
     )
     return name
+
+
+# --- assignment ----------------------------------------------------------------------------
+
+PICK_SQL = text(
+    """
+    SELECT a.id, a.name, a.capacity, load.n AS load
+      FROM agents a
+      JOIN agent_teams at ON at.agent_id = a.id
+      JOIN teams t ON t.id = at.team_id
+      CROSS JOIN LATERAL (
+          SELECT count(*) AS n FROM handoffs h
+           WHERE h.assigned_agent = a.name AND h.status IN ('assigned', 'accepted')) load
+     WHERE t.name = :team AND a.status = 'online' AND a.disabled_at IS NULL
+       AND a.role <> 'integration'  -- a system's key never takes handoffs
+       AND load.n < a.capacity AND NOT (a.name = ANY(CAST(:exclude AS text[])))
+       AND (CAST(:role AS text) IS NULL OR a.role = CAST(:role AS text))
+     ORDER BY (a.name = CAST(:prefer AS text)) IS TRUE DESC, a.last_assigned_at NULLS FIRST, a.id
+     LIMIT 1
+    """
+)
+
+WAITING_SQL = text(
+    """
+    SELECT h.id FROM handoffs h
+     WHERE h.team = :team AND h.status = 'open'
+       AND (h.waiting_until IS NULL OR h.waiting_until <= :now)
+     ORDER BY coalesce(array_position(CAST(:priorities AS text[]), h.priority::text), 999),
+              h.created_at, h.id
+     FOR UPDATE SKIP LOCKED
+    """
+)
+
+FORMER_SQL = text(
+    """
+    SELECT h.assigned_agent FROM handoffs h
+     WHERE h.conversation_id = :cid AND h.id <> :hid AND h.assigned_agent IS NOT NULL
+     ORDER BY h.id DESC LIMIT 1
+    """
+)
+
+
+async def lock_assignment(session: AsyncSession) -> None:
+    """Wait for the assignment lock, held until the transaction ends: one round at a time."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": locks.ASSIGNMENT})
+
+
+async def next_agent(
+    session: AsyncSession,
+    *,
+    team: str,
+    exclude: tuple[str, ...],
+    prefer: str | None,
+    role: str | None,
+) -> tuple[str, int, int] | None:
+    """(name, load, capacity) of the team's next online agent with room, or None."""
+    row = (
+        await session.execute(
+            PICK_SQL,
+            {"team": team, "exclude": list(exclude), "prefer": prefer, "role": role},
+        )
+    ).first()
+    return (row.name, row.load, row.capacity) if row else None
+
+
+async def lock_waiting_handoffs(
+    session: AsyncSession, *, team: str, now: datetime, priorities: list[str]
+) -> list[int]:
+    """Ids of the team's waiting handoffs, by priority then age, locked (SKIP LOCKED)."""
+    ids: Any = (
+        await session.execute(WAITING_SQL, {"team": team, "now": now, "priorities": priorities})
+    ).scalars()
+    return list(ids)
+
+
+async def former_agent(
+    session: AsyncSession, *, conversation_id: int, handoff_id: int
+) -> str | None:
+    """The agent of the conversation's latest other assigned handoff, if any."""
+    name: str | None = (
+        await session.execute(FORMER_SQL, {"cid": conversation_id, "hid": handoff_id})
+    ).scalar_one_or_none()
+    return name
+
+
+async def mark_assigned(session: AsyncSession, *, agent: str, at: datetime) -> None:
+    """The agent was given a handoff at `at` (round-robin order)."""
+    await session.execute(
+        update(HumanAgent).where(HumanAgent.name == agent).values(last_assigned_at=at)
+    )
+
+
+async def assign_conversation(session: AsyncSession, *, conversation_id: int, agent: str) -> None:
+    """`agent` owns the conversation."""
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(owner_agent=agent)
+    )
+
+
+async def teams_with_waiting_handoffs(session: AsyncSession) -> list[str]:
+    """Teams with handoffs waiting for an agent."""
+    rows = await session.execute(
+        select(Handoff.team).where(Handoff.status == "open", Handoff.team.is_not(None)).distinct()
+    )
+    return [t for t in rows.scalars() if t]
