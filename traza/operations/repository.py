@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza.conversations.repository import in_teams
@@ -25,6 +25,7 @@ from traza.db.models import (
     Candidate,
     Contact,
     Conversation,
+    CsatRating,
     Handoff,
     HumanAgent,
     Note,
@@ -471,3 +472,56 @@ async def teams_with_waiting_handoffs(session: AsyncSession) -> list[str]:
         select(Handoff.team).where(Handoff.status == "open", Handoff.team.is_not(None)).distinct()
     )
     return [t for t in rows.scalars() if t]
+
+
+# --- CSAT and consent ----------------------------------------------------------------------
+
+
+async def handoff_of_conversation(
+    session: AsyncSession, *, handoff_id: int, conversation_id: int
+) -> Handoff | None:
+    """The handoff with this id, if it belongs to the conversation."""
+    return await session.scalar(
+        select(Handoff).where(Handoff.id == handoff_id, Handoff.conversation_id == conversation_id)
+    )
+
+
+async def store_rating(
+    session: AsyncSession,
+    *,
+    handoff_id: int,
+    conversation_id: int,
+    rating: int,
+    agent: str | None,
+    team: str | None,
+    bot: str,
+) -> int | None:
+    """Store the handoff's CSAT rating: its id, or None when the handoff already has one."""
+    stored: int | None = (
+        await session.execute(
+            insert(CsatRating)
+            .values(
+                handoff_id=handoff_id,
+                conversation_id=conversation_id,
+                rating=rating,
+                agent=agent,
+                team=team,
+                bot=bot,
+            )
+            .on_conflict_do_nothing(index_elements=["handoff_id"])
+            .returning(CsatRating.id)
+        )
+    ).scalar_one_or_none()
+    return stored
+
+
+async def lock_contact_of(session: AsyncSession, *, conversation_id: int) -> Contact:
+    """The conversation's contact, locked (FOR UPDATE) for a consent change."""
+    return (
+        await session.execute(
+            select(Contact)
+            .join(Conversation, Conversation.contact_id == Contact.id)
+            .where(Conversation.id == conversation_id)
+            .with_for_update()
+        )
+    ).scalar_one()
