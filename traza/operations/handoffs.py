@@ -305,7 +305,7 @@ async def transfer(
     team = to_team or handoff.team
     if team is None:
         raise OperationsError("the handoff has no team: name one with 'team'")
-    if to_team and not await repository.team_id(session, name=to_team):
+    if to_team and not await repository.team_id_named(session, name=to_team):
         raise OperationsError(f"unknown team '{to_team}'")
     if to_agent and not await repository.is_member(session, agent=to_agent, team=team):
         raise OperationsError(f"agent '{to_agent}' is not in team '{team}'")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Text, cast, func, select, text, update
+from sqlalchemy import ColumnElement, Row, Text, cast, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,10 +22,12 @@ from traza.conversations.repository import in_teams
 from traza.db import locks
 from traza.db.models import (
     AgentTeam,
+    ApiKey,
     Candidate,
     Contact,
     Conversation,
     CsatRating,
+    DashboardSession,
     Handoff,
     HumanAgent,
     Note,
@@ -254,7 +256,7 @@ async def is_member(session: AsyncSession, *, agent: str, team: str) -> bool:
     return found is not None
 
 
-async def team_id(session: AsyncSession, *, name: str) -> int | None:
+async def team_id_named(session: AsyncSession, *, name: str) -> int | None:
     """The id of the team with this name, or None."""
     found: int | None = await session.scalar(select(Team.id).where(Team.name == name))
     return found
@@ -525,3 +527,136 @@ async def lock_contact_of(session: AsyncSession, *, conversation_id: int) -> Con
             .with_for_update()
         )
     ).scalar_one()
+
+
+# --- agents, keys and dashboard sessions ---------------------------------------------------
+
+AUTH_SQL = text(
+    """
+    SELECT a.id, a.name, a.role, k.key_hash,
+           coalesce(array_agg(t.name) FILTER (WHERE t.name IS NOT NULL), '{}') AS teams
+      FROM api_keys k
+      JOIN agents a ON a.id = k.agent_id
+      LEFT JOIN agent_teams at ON at.agent_id = a.id
+      LEFT JOIN teams t ON t.id = at.team_id
+     WHERE k.prefix = :prefix AND k.revoked_at IS NULL AND a.disabled_at IS NULL
+     GROUP BY a.id, k.key_hash
+    """
+)
+
+SESSION_SQL = text(
+    """
+    SELECT s.id, s.admin_mac, s.last_seen_at < now() - interval '30 seconds' AS stale,
+           a.id AS agent_id, a.name, a.role,
+           coalesce(array_agg(t.name) FILTER (WHERE t.name IS NOT NULL), '{}') AS teams
+      FROM dashboard_sessions s
+      LEFT JOIN api_keys k ON k.id = s.api_key_id AND k.revoked_at IS NULL
+      LEFT JOIN agents a ON a.id = k.agent_id AND a.disabled_at IS NULL
+      LEFT JOIN agent_teams at ON at.agent_id = a.id
+      LEFT JOIN teams t ON t.id = at.team_id
+     WHERE s.token_hash = :token_hash AND s.ended_at IS NULL AND s.expires_at > now()
+       AND s.last_seen_at > now() - make_interval(secs => :idle)
+     GROUP BY s.id, a.id
+    """
+)
+
+
+async def key_holder(session: AsyncSession, *, prefix: str) -> Row[Any] | None:
+    """The enabled agent of the live key with this prefix: id, name, role, key_hash, teams."""
+    return (await session.execute(AUTH_SQL, {"prefix": prefix})).first()
+
+
+async def team_ids_named(session: AsyncSession, *, names: list[str]) -> dict[str, int]:
+    """The ids of those of the named teams that exist, by name."""
+    rows = (await session.execute(select(Team.name, Team.id).where(Team.name.in_(names)))).all()
+    return {r.name: r.id for r in rows}
+
+
+async def agent_id_named(session: AsyncSession, *, name: str) -> int | None:
+    """The id of the agent with this name, or None."""
+    found: int | None = await session.scalar(select(HumanAgent.id).where(HumanAgent.name == name))
+    return found
+
+
+async def clear_memberships(session: AsyncSession, *, agent_id: int) -> None:
+    """The agent belongs to no team."""
+    await session.execute(delete(AgentTeam).where(AgentTeam.agent_id == agent_id))
+
+
+async def team_names_of(session: AsyncSession, *, agent_id: int) -> list[str]:
+    """Names of the agent's teams, in order."""
+    rows = await session.execute(
+        select(Team.name)
+        .join(AgentTeam, AgentTeam.team_id == Team.id)
+        .where(AgentTeam.agent_id == agent_id)
+        .order_by(Team.name)
+    )
+    return list(rows.scalars())
+
+
+async def agent_by_id_or_name(session: AsyncSession, *, name_or_id: str | int) -> HumanAgent | None:
+    """The agent with this id (an int or all digits) or else this name, or None."""
+    query = select(HumanAgent)
+    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+        query = query.where(HumanAgent.id == int(name_or_id))
+    else:
+        query = query.where(HumanAgent.name == name_or_id)
+    return await session.scalar(query)
+
+
+async def live_key(session: AsyncSession, *, prefix: str) -> ApiKey | None:
+    """The unrevoked key with this prefix, or None."""
+    return await session.scalar(
+        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+    )
+
+
+async def key_id_with_prefix(session: AsyncSession, *, prefix: str) -> int | None:
+    """The id of the key with this prefix, revoked or not, or None."""
+    found: int | None = await session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix))
+    return found
+
+
+async def live_session(
+    session: AsyncSession, *, token_hash: str, idle_seconds: float
+) -> Row[Any] | None:
+    """The live dashboard session with this hash and who opened it, or None."""
+    params = {"token_hash": token_hash, "idle": idle_seconds}
+    return (await session.execute(SESSION_SQL, params)).first()
+
+
+async def touch_session(session: AsyncSession, *, session_id: int) -> None:
+    """The dashboard session was seen now."""
+    await session.execute(
+        update(DashboardSession)
+        .where(DashboardSession.id == session_id)
+        .values(last_seen_at=text("now()"))
+    )
+
+
+async def end_session_with_hash(session: AsyncSession, *, token_hash: str, reason: str) -> None:
+    """End the live dashboard session with this token hash."""
+    await session.execute(
+        update(DashboardSession)
+        .where(DashboardSession.token_hash == token_hash, DashboardSession.ended_at.is_(None))
+        .values(ended_at=text("now()"), ended_reason=reason)
+    )
+
+
+async def end_live_sessions(
+    session: AsyncSession, *, api_key_id: int | None, agent_id: int | None, reason: str
+) -> int:
+    """End the live sessions of one key, or else of any key of one agent: how many ended."""
+    query = update(DashboardSession).where(DashboardSession.ended_at.is_(None))
+    if api_key_id is not None:
+        query = query.where(DashboardSession.api_key_id == api_key_id)
+    elif agent_id is not None:
+        keys = select(ApiKey.id).where(ApiKey.agent_id == agent_id)
+        query = query.where(DashboardSession.api_key_id.in_(keys))
+    else:
+        raise ValueError("end_sessions needs a key or an agent")
+    result = await session.execute(
+        query.values(ended_at=text("now()"), ended_reason=reason),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
