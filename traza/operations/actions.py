@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from traza.conversations.repository import mark_processed
-from traza.db.models import Contact, Conversation
 from traza.decisions.routing import OPT_OUT_KEEP, OPT_OUT_STOP
-from traza.operations import csat
+from traza.operations import csat, repository
 from traza.outbound.integrations import queue_call
 from traza.outbound.outbox import queue_message
 from traza.recruiting.interviews import confirm_by_button
@@ -33,18 +31,6 @@ class ActionOutcome:
 
     data: dict[str, Any]
     queued: bool
-
-
-async def _locked_contact(session: AsyncSession, conversation_id: int) -> Contact:
-    """The conversation's contact, locked for the consent change this action makes."""
-    return (
-        await session.execute(
-            select(Contact)
-            .join(Conversation, Conversation.contact_id == Contact.id)
-            .where(Conversation.id == conversation_id)
-            .with_for_update()
-        )
-    ).scalar_one()
 
 
 async def run_action(
@@ -76,7 +62,7 @@ async def run_action(
     data: dict[str, Any] = {"action": action, "rule": rule, "rules_version": rules.version}
     queued = False
     if action == "opt_out":
-        contact = await _locked_contact(session, cid)
+        contact = await repository.lock_contact_of(session, conversation_id=cid)
         first_time = contact.opted_out_at is None
         if first_time:
             contact.opted_out_at = datetime.now(UTC)
@@ -113,7 +99,7 @@ async def run_action(
         )
         data |= {"asked": True, "scores": scores}
     elif action in ("keep_messages", "opt_in"):
-        contact = await _locked_contact(session, cid)
+        contact = await repository.lock_contact_of(session, conversation_id=cid)
         was_opted_out = contact.opted_out_at is not None
         if action == "opt_in" and was_opted_out:
             contact.opted_out_at = None

@@ -17,10 +17,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza.db.models import AgentTeam, ApiKey, DashboardSession, HumanAgent, Team
+from traza.operations import repository
 
 ROLES = ("agent", "supervisor", "admin", "integration")
 INTEGRATION = "integration"
@@ -75,26 +75,12 @@ async def issue_key(session: AsyncSession, agent: HumanAgent) -> str:
     return key
 
 
-AUTH_SQL = text(
-    """
-    SELECT a.id, a.name, a.role, k.key_hash,
-           coalesce(array_agg(t.name) FILTER (WHERE t.name IS NOT NULL), '{}') AS teams
-      FROM api_keys k
-      JOIN agents a ON a.id = k.agent_id
-      LEFT JOIN agent_teams at ON at.agent_id = a.id
-      LEFT JOIN teams t ON t.id = at.team_id
-     WHERE k.prefix = :prefix AND k.revoked_at IS NULL AND a.disabled_at IS NULL
-     GROUP BY a.id, k.key_hash
-    """
-)
-
-
 async def authenticate(session: AsyncSession, key: str) -> Operator | None:
     """The operator a key belongs to, or None (unknown, revoked or malformed)."""
     parts = key.split("_")
     if len(parts) < 3 or parts[0] != "trz":
         return None
-    row = (await session.execute(AUTH_SQL, {"prefix": parts[1]})).first()
+    row = await repository.key_holder(session, prefix=parts[1])
     if row is None or not hmac.compare_digest(row.key_hash, hash_key(key)):
         return None
     return Operator(name=row.name, role=row.role, teams=frozenset(row.teams), agent_id=row.id)
@@ -102,8 +88,7 @@ async def authenticate(session: AsyncSession, key: str) -> Operator | None:
 
 async def team_ids(session: AsyncSession, names: list[str]) -> dict[str, int]:
     """Ids of the named teams; unknown names raise `OperationsError`."""
-    rows = (await session.execute(select(Team.name, Team.id).where(Team.name.in_(names)))).all()
-    found = {r.name: r.id for r in rows}
+    found = await repository.team_ids_named(session, names=names)
     if missing := sorted(set(names) - set(found)):
         raise OperationsError(
             f"unknown team(s): {', '.join(missing)} (create with: traza teams add <name>)"
@@ -113,7 +98,7 @@ async def team_ids(session: AsyncSession, names: list[str]) -> dict[str, int]:
 
 async def create_team(session: AsyncSession, name: str, description: str | None = None) -> Team:
     """A new team; its hours and SLAs come from the rules file."""
-    if await session.scalar(select(Team.id).where(Team.name == name)):
+    if await repository.team_id_named(session, name=name):
         raise OperationsError(f"team '{name}' already exists")
     team = Team(name=name, description=description)
     session.add(team)
@@ -139,7 +124,7 @@ async def create_agent(
         if not teams:
             raise OperationsError("an integration needs the team(s) it writes for (--team)")
         capacity = 0  # a system never takes handoffs
-    if await session.scalar(select(HumanAgent.id).where(HumanAgent.name == name)):
+    if await repository.agent_id_named(session, name=name):
         raise OperationsError(f"agent '{name}' already exists")
     ids = await team_ids(session, teams)
     agent = HumanAgent(name=name, role=role, capacity=capacity, email=email, status="offline")
@@ -152,29 +137,18 @@ async def create_agent(
 async def set_teams(session: AsyncSession, agent: HumanAgent, teams: list[str]) -> None:
     """Replace the agent's team memberships."""
     ids = await team_ids(session, teams)
-    await session.execute(delete(AgentTeam).where(AgentTeam.agent_id == agent.id))
+    await repository.clear_memberships(session, agent_id=agent.id)
     session.add_all(AgentTeam(agent_id=agent.id, team_id=i) for i in ids.values())
 
 
 async def teams_of(session: AsyncSession, agent_id: int) -> list[str]:
     """Names of the agent's teams."""
-    rows = await session.execute(
-        select(Team.name)
-        .join(AgentTeam, AgentTeam.team_id == Team.id)
-        .where(AgentTeam.agent_id == agent_id)
-        .order_by(Team.name)
-    )
-    return list(rows.scalars())
+    return await repository.team_names_of(session, agent_id=agent_id)
 
 
 async def find_agent(session: AsyncSession, name_or_id: str | int) -> HumanAgent:
     """An agent by id or name."""
-    query = select(HumanAgent)
-    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-        query = query.where(HumanAgent.id == int(name_or_id))
-    else:
-        query = query.where(HumanAgent.name == name_or_id)
-    agent = await session.scalar(query)
+    agent = await repository.agent_by_id_or_name(session, name_or_id=name_or_id)
     if agent is None:
         raise LookupError(f"no agent '{name_or_id}'")
     return agent
@@ -183,9 +157,7 @@ async def find_agent(session: AsyncSession, name_or_id: str | int) -> HumanAgent
 async def revoke_key(session: AsyncSession, prefix: str) -> bool:
     """Revoke the key with this prefix (`trz_<prefix>_…`); False when none is active."""
     prefix = prefix.removeprefix("trz_").split("_")[0]
-    key = await session.scalar(
-        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
-    )
+    key = await repository.live_key(session, prefix=prefix)
     if key is None:
         return False
     key.revoked_at = datetime.now(UTC)
@@ -234,31 +206,12 @@ async def open_session(
         row.admin_mac = _admin_mac(token, admin_key)
     elif (caller := await authenticate(session, key)) is not None and not caller.is_integration:
         # (an integration's key is a system's: it has no dashboard)
-        row.api_key_id = await session.scalar(
-            select(ApiKey.id).where(ApiKey.prefix == key.split("_")[1])
-        )
+        row.api_key_id = await repository.key_id_with_prefix(session, prefix=key.split("_")[1])
     else:
         return None
     session.add(row)
     await session.flush()
     return token
-
-
-SESSION_SQL = text(
-    """
-    SELECT s.id, s.admin_mac, s.last_seen_at < now() - interval '30 seconds' AS stale,
-           a.id AS agent_id, a.name, a.role,
-           coalesce(array_agg(t.name) FILTER (WHERE t.name IS NOT NULL), '{}') AS teams
-      FROM dashboard_sessions s
-      LEFT JOIN api_keys k ON k.id = s.api_key_id AND k.revoked_at IS NULL
-      LEFT JOIN agents a ON a.id = k.agent_id AND a.disabled_at IS NULL
-      LEFT JOIN agent_teams at ON at.agent_id = a.id
-      LEFT JOIN teams t ON t.id = at.team_id
-     WHERE s.token_hash = :token_hash AND s.ended_at IS NULL AND s.expires_at > now()
-       AND s.last_seen_at > now() - make_interval(secs => :idle)
-     GROUP BY s.id, a.id
-    """
-)
 
 
 async def session_operator(
@@ -271,8 +224,9 @@ async def session_operator(
     """
     if not token:
         return None
-    params = {"token_hash": hash_key(token), "idle": idle.total_seconds()}
-    row = (await session.execute(SESSION_SQL, params)).first()
+    row = await repository.live_session(
+        session, token_hash=hash_key(token), idle_seconds=idle.total_seconds()
+    )
     if row is None:
         return None
     if row.admin_mac is not None:
@@ -286,21 +240,13 @@ async def session_operator(
             name=row.name, role=row.role, teams=frozenset(row.teams), agent_id=row.agent_id
         )
     if row.stale:  # one write a half-minute at most, however busy the page
-        await session.execute(
-            update(DashboardSession)
-            .where(DashboardSession.id == row.id)
-            .values(last_seen_at=text("now()"))
-        )
+        await repository.touch_session(session, session_id=row.id)
     return operator
 
 
 async def end_session(session: AsyncSession, token: str, *, reason: str = "logout") -> None:
     """End the session with this id (logout)."""
-    await session.execute(
-        update(DashboardSession)
-        .where(DashboardSession.token_hash == hash_key(token), DashboardSession.ended_at.is_(None))
-        .values(ended_at=text("now()"), ended_reason=reason)
-    )
+    await repository.end_session_with_hash(session, token_hash=hash_key(token), reason=reason)
 
 
 async def end_sessions(
@@ -311,16 +257,6 @@ async def end_sessions(
     reason: str,
 ) -> int:
     """End every live session opened by one key, or by any key of one agent."""
-    query = update(DashboardSession).where(DashboardSession.ended_at.is_(None))
-    if api_key_id is not None:
-        query = query.where(DashboardSession.api_key_id == api_key_id)
-    elif agent_id is not None:
-        keys = select(ApiKey.id).where(ApiKey.agent_id == agent_id)
-        query = query.where(DashboardSession.api_key_id.in_(keys))
-    else:
-        raise ValueError("end_sessions needs a key or an agent")
-    result = await session.execute(
-        query.values(ended_at=text("now()"), ended_reason=reason),
-        execution_options={"synchronize_session": False},
+    return await repository.end_live_sessions(
+        session, api_key_id=api_key_id, agent_id=agent_id, reason=reason
     )
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from traza import clock, trace
 from traza.db.engine import session_scope
-from traza.db.models import AgentTeam, Contact, Conversation, Handoff, HumanAgent, SlaTimer, Team
-from traza.operations import assignment, sla
+from traza.db.models import Contact, Conversation, Handoff, SlaTimer
+from traza.operations import assignment, repository, sla
 from traza.outbound.integrations import queue_call
 from traza.rules.loader import LoadedRules
 from traza.trace import kinds
@@ -75,7 +73,7 @@ async def _act(
         return {"action": action, "done": True, "from": current, "to": chosen[0]}
     if action == "escalate":
         chosen = await assignment.pick(session, team, role="supervisor")
-        supervisor = chosen[0] if chosen else await _any_supervisor(session, team)
+        supervisor = chosen[0] if chosen else await repository.any_supervisor(session, team=team)
         if supervisor is None:
             return {"action": action, "done": False, "why": f"team '{team}' has no supervisor"}
         handoff.escalated_to = supervisor
@@ -121,15 +119,3 @@ async def _act(
         )
         return {"action": action, "done": True, "call_id": call_id}
     return {"action": action, "done": False, "why": "unknown action"}
-
-
-async def _any_supervisor(session: Any, team: str) -> str | None:
-    name: str | None = await session.scalar(
-        select(HumanAgent.name)
-        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
-        .join(Team, Team.id == AgentTeam.team_id)
-        .where(Team.name == team, HumanAgent.role == "supervisor", HumanAgent.disabled_at.is_(None))
-        .order_by(HumanAgent.id)
-        .limit(1)
-    )
-    return name

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from traza import trace
 from traza.conversations.repository import in_service_window
-from traza.db.models import Conversation, CsatRating, Handoff
+from traza.db.models import Conversation, Handoff
+from traza.operations import repository
 from traza.outbound.outbox import queue_message
 from traza.rules.loader import LoadedRules
 from traza.trace import kinds
@@ -72,10 +71,8 @@ async def record(
     """Store a rating answer (`csat:<handoff>:<1-5>`); repeated answers keep the first."""
     m = ANSWER.match(payload)
     handoff = (
-        await session.scalar(
-            select(Handoff).where(
-                Handoff.id == int(m.group(1)), Handoff.conversation_id == conversation_id
-            )
+        await repository.handoff_of_conversation(
+            session, handoff_id=int(m.group(1)), conversation_id=conversation_id
         )
         if m
         else None
@@ -83,21 +80,15 @@ async def record(
     if m is None or handoff is None:
         return {"recorded": False, "error": "not a rating for this conversation"}
     rating = int(m.group(2))
-    stored = (
-        await session.execute(
-            insert(CsatRating)
-            .values(
-                handoff_id=handoff.id,
-                conversation_id=conversation_id,
-                rating=rating,
-                agent=handoff.assigned_agent,
-                team=handoff.team,
-                bot=bot,
-            )
-            .on_conflict_do_nothing(index_elements=["handoff_id"])
-            .returning(CsatRating.id)
-        )
-    ).scalar_one_or_none()
+    stored = await repository.store_rating(
+        session,
+        handoff_id=handoff.id,
+        conversation_id=conversation_id,
+        rating=rating,
+        agent=handoff.assigned_agent,
+        team=handoff.team,
+        bot=bot,
+    )
     if stored is not None:
         await queue_message(
             session,

@@ -12,15 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from traza import clock, trace
 from traza.conversations.repository import mark_processed
-from traza.db.models import AgentTeam, Conversation, Handoff, HumanAgent, Note, Team
+from traza.db.models import Handoff, Note
 from traza.db.queue import defer_in
-from traza.operations import csat, sla
+from traza.operations import csat, repository, sla
 from traza.operations.agents import OperationsError
 from traza.operations.assignment import give
 from traza.outbound.outbox import queue_message
@@ -28,7 +27,7 @@ from traza.rules.loader import LoadedRules
 from traza.trace import kinds
 
 ASSIGN_TASK = "assign_team"
-OPEN = ("open", "assigned", "accepted")
+OPEN = repository.OPEN
 
 
 async def queue_assignment(
@@ -60,9 +59,7 @@ async def open_handoff(
     language: str | None,
 ) -> tuple[Handoff, bool]:
     """The conversation's open handoff, or a new one queued for the decided team."""
-    existing = await session.scalar(
-        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status.in_(OPEN))
-    )
+    existing = await repository.active_handoff_of(session, conversation_id=conversation_id)
     if existing is not None:
         return existing, False
     team = decision.get("team") or rules.rules.default_team
@@ -87,11 +84,7 @@ async def open_handoff(
     )
     session.add(handoff)
     await session.flush()
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id)
-        .values(owner="human", owner_agent=None, team=team)
-    )
+    await repository.give_to_humans(session, conversation_id=conversation_id, team=team)
     await trace.record(
         session,
         conversation_id=conversation_id,
@@ -276,17 +269,9 @@ async def resume_handoff(
             actor=trace.human(agent),
             language=language,
         )
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(owner="bot", owner_agent=None)
-        )
+        await repository.give_back_to_bot(session, conversation_id=conversation_id)
     else:
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id, Conversation.owner_agent.is_(None))
-            .values(owner_agent=agent)
-        )
+        await repository.claim_conversation(session, conversation_id=conversation_id, agent=agent)
 
 
 async def add_note(
@@ -306,22 +291,6 @@ async def add_note(
     return note
 
 
-async def is_member(session: AsyncSession, agent: str, team: str) -> bool:
-    """Whether `agent` belongs to `team`."""
-    found = await session.scalar(
-        select(HumanAgent.id)
-        .join(AgentTeam, AgentTeam.agent_id == HumanAgent.id)
-        .join(Team, Team.id == AgentTeam.team_id)
-        .where(
-            HumanAgent.name == agent,
-            Team.name == team,
-            HumanAgent.disabled_at.is_(None),
-            HumanAgent.role != "integration",  # a system's key never takes handoffs
-        )
-    )
-    return found is not None
-
-
 async def transfer(
     session: AsyncSession,
     rules: LoadedRules,
@@ -336,9 +305,9 @@ async def transfer(
     team = to_team or handoff.team
     if team is None:
         raise OperationsError("the handoff has no team: name one with 'team'")
-    if to_team and not await session.scalar(select(Team.id).where(Team.name == to_team)):
+    if to_team and not await repository.team_id_named(session, name=to_team):
         raise OperationsError(f"unknown team '{to_team}'")
-    if to_agent and not await is_member(session, to_agent, team):
+    if to_agent and not await repository.is_member(session, agent=to_agent, team=team):
         raise OperationsError(f"agent '{to_agent}' is not in team '{team}'")
     from_team, from_agent = handoff.team, handoff.assigned_agent
     note_id = None
@@ -353,9 +322,7 @@ async def transfer(
             )
         ).id
     handoff.team = team
-    await session.execute(
-        update(Conversation).where(Conversation.id == handoff.conversation_id).values(team=team)
-    )
+    await repository.move_conversation(session, conversation_id=handoff.conversation_id, team=team)
     await trace.record(
         session,
         conversation_id=handoff.conversation_id,
@@ -382,11 +349,7 @@ async def transfer(
         )
     else:
         handoff.status, handoff.assigned_agent, handoff.assigned_at = "open", None, None
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == handoff.conversation_id)
-            .values(owner_agent=None)
-        )
+        await repository.unassign_conversation(session, conversation_id=handoff.conversation_id)
         await queue_assignment(session, team)
     if from_agent and from_agent != to_agent:
         await queue_assignment(session, from_team)
@@ -394,10 +357,4 @@ async def transfer(
 
 async def current_handoff(session: AsyncSession, conversation_id: int) -> Handoff | None:
     """The conversation's open (queued, assigned or accepted) handoff, if any."""
-    result = await session.execute(
-        select(Handoff).where(
-            Handoff.conversation_id == conversation_id,
-            Handoff.status.in_(("open", "assigned", "accepted")),
-        )
-    )
-    return result.scalar_one_or_none()
+    return await repository.only_active_handoff(session, conversation_id=conversation_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
 from traza.db.models import Handoff, SlaTimer
 from traza.db.queue import cancel_in, defer_in
+from traza.operations import repository
 from traza.rules.hours import BusinessHours
 from traza.rules.loader import LoadedRules
 from traza.rules.schema import Metric, Sla
@@ -58,13 +58,7 @@ async def start(
     target = getattr(sla, metric) if sla else None
     if target is None:
         return None
-    running = await session.scalar(
-        select(SlaTimer.id).where(
-            SlaTimer.handoff_id == handoff.id,
-            SlaTimer.metric == metric,
-            SlaTimer.status == "running",
-        )
-    )
+    running = await repository.running_timer_id(session, handoff_id=handoff.id, metric=metric)
     if running:
         return None
     started = at or clock.now()
@@ -108,17 +102,7 @@ async def stop(
     actor: str,
 ) -> list[str]:
     """Stop the handoff's running clocks for `metrics`; their jobs are removed."""
-    timers = (
-        await session.scalars(
-            select(SlaTimer)
-            .where(
-                SlaTimer.handoff_id == handoff.id,
-                SlaTimer.metric.in_(metrics),
-                SlaTimer.status == "running",
-            )
-            .with_for_update()
-        )
-    ).all()
+    timers = await repository.lock_running_timers(session, handoff_id=handoff.id, metrics=metrics)
     now = clock.now()
     for timer in timers:
         timer.status = status
@@ -146,21 +130,10 @@ async def rearm(session: AsyncSession, timer: SlaTimer) -> None:
     )
 
 
-# Running timers whose job is gone (a crash between jobs, a manual cleanup).
-ORPHANS_SQL = text(
-    """
-    SELECT t.id FROM sla_timers t
-     WHERE t.status = 'running'
-       AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
-                        WHERE j.id = t.job_id AND j.status IN ('todo', 'doing'))
-    """
-)
-
-
 async def rearm_orphans(session: AsyncSession) -> int:
-    """Give every running timer a job again (the sweep calls this)."""
-    ids: list[int] = list((await session.execute(ORPHANS_SQL)).scalars())
-    for timer in (await session.scalars(select(SlaTimer).where(SlaTimer.id.in_(ids)))).all():
+    """Give every running timer whose job is gone a job again (the sweep calls this)."""
+    ids = await repository.orphaned_timer_ids(session)
+    for timer in await repository.timers_by_id(session, ids=ids):
         await rearm(session, timer)
     return len(ids)
 
