@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock
 from traza.db.models import Application, Candidate, Interview, Interviewer, Vacancy
-from traza.recruiting import interviews
 
-# Interviews that hold a slot are `interviews.ACTIVE`, read when a statement is built: a
-# module reference, so `interviews` may in turn import this module without a cycle.
+# The repository imports none of the package's modules that call it (`interviews`,
+# `followups`, ...): the statuses the statements filter on live here, and `interviews`
+# takes them from here.
+ACTIVE = ("scheduled", "confirmed", "rescheduled")
+"""Statuses of an interview that is still going to happen."""
 
 SENT_SQL = text(
     """
@@ -33,7 +35,6 @@ SENT_SQL = text(
      ORDER BY f.fired_at
     """
 )
-
 
 # --- candidates, applications, vacancies ---------------------------------------------------
 
@@ -92,6 +93,28 @@ async def required_fields_of_candidate(
 
 # --- interviews and interviewers -----------------------------------------------------------
 
+# The interview, only if it belongs to the candidate of this conversation.
+OWN_INTERVIEW = text(
+    """
+    SELECT i.id FROM interviews i
+      JOIN applications a ON a.id = i.application_id
+      JOIN candidates k ON k.id = a.candidate_id
+      JOIN conversations c ON c.contact_id = k.contact_id
+     WHERE i.id = :iid AND c.id = :cid
+     FOR UPDATE OF i
+    """
+)
+
+
+async def own_interview_id(
+    session: AsyncSession, *, interview_id: int, conversation_id: int
+) -> int | None:
+    """The interview's id, locked, if it is the candidate's of this conversation."""
+    found: int | None = (
+        await session.execute(OWN_INTERVIEW, {"iid": interview_id, "cid": conversation_id})
+    ).scalar()
+    return found
+
 
 async def interview_of_candidate(
     session: AsyncSession, *, candidate_id: int, interview_id: int, for_update: bool = False
@@ -116,7 +139,7 @@ async def upcoming_interviews(
             select(Interview)
             .where(
                 Interview.application_id.in_(application_ids),
-                Interview.status.in_(interviews.ACTIVE),
+                Interview.status.in_(ACTIVE),
                 Interview.ends_at > clock.now(),
             )
             .order_by(Interview.starts_at)
@@ -129,7 +152,7 @@ async def upcoming_interview_id(session: AsyncSession, *, application_id: int) -
     return await session.scalar(
         select(Interview.id).where(
             Interview.application_id == application_id,
-            Interview.status.in_(interviews.ACTIVE),
+            Interview.status.in_(ACTIVE),
             Interview.ends_at > clock.now(),
         )
     )
