@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, ScalarResult, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from traza import clock
 from traza.db.models import Application, Candidate, Interview, Interviewer, Vacancy
@@ -35,6 +35,31 @@ SENT_SQL = text(
      ORDER BY f.fired_at
     """
 )
+
+# The conversation's own person (contact and candidate) and the candidates and agents
+# whose name, e-mail or phone's last eight digits are among those a reply holds.
+PEOPLE_SQL = text(
+    """
+    WITH own AS (
+        SELECT ct.wa_id, ct.profile_name, k.id AS candidate_id, k.name, k.email, k.phone
+          FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+          LEFT JOIN candidates k ON k.contact_id = ct.id
+         WHERE c.id = :cid
+    )
+    SELECT 'own' AS whose, o.wa_id AS phone, o.profile_name AS name, NULL AS email FROM own o
+    UNION ALL SELECT 'own', o.phone, o.name, o.email FROM own o
+    UNION ALL
+    SELECT 'other', k.phone, k.name, k.email FROM candidates k
+     WHERE k.id IS DISTINCT FROM (SELECT candidate_id FROM own)
+       AND (lower(k.name) = ANY(:names) OR lower(k.email) = ANY(:emails)
+            OR right(regexp_replace(coalesce(k.phone, k.wa_id, ''), '\\D', '', 'g'), 8)
+               = ANY(:phones))
+    UNION ALL
+    SELECT 'other', NULL, a.name, a.email FROM agents a
+     WHERE lower(a.name) = ANY(:names) OR lower(a.email) = ANY(:emails)
+    """
+)
+
 
 # --- candidates, applications, vacancies ---------------------------------------------------
 
@@ -266,3 +291,27 @@ async def sent_followups(
     Each row: `fired_at`, `trigger`, and `delivered` (its message was delivered or read).
     """
     return list(await session.execute(SENT_SQL, {"agent": agent, "since": since}))
+
+
+# --- people a reply may name -----------------------------------------------------------------
+
+
+async def people_named(
+    conn: AsyncConnection,
+    *,
+    conversation_id: int,
+    names: list[str],
+    emails: list[str],
+    phones: list[str],
+) -> Sequence[Row[Any]]:
+    """The conversation's own person and the others with these names, e-mails or phones.
+
+    Each row: `whose` (`own` or `other`), `phone`, `name`, `email`.
+    """
+    params: dict[str, Any] = {
+        "cid": conversation_id,
+        "names": names,
+        "emails": emails,
+        "phones": phones,
+    }
+    return (await conn.execute(PEOPLE_SQL, params)).all()
