@@ -8,15 +8,29 @@ read until that transaction ends.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, ScalarResult, or_, select, text
+import psycopg
+from sqlalchemy import Row, ScalarResult, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from traza import clock
-from traza.db.models import Application, Candidate, Interview, Interviewer, Vacancy
+from traza.db.engine import run
+from traza.db.models import (
+    Application,
+    Candidate,
+    Contact,
+    FollowUp,
+    Interview,
+    Interviewer,
+    Vacancy,
+)
 
 # The repository imports none of the package's modules that call it (`interviews`,
 # `followups`, ...): the statuses the statements filter on live here, and `interviews`
@@ -291,6 +305,321 @@ async def sent_followups(
     Each row: `fired_at`, `trigger`, and `delivered` (its message was delivered or read).
     """
     return list(await session.execute(SENT_SQL, {"agent": agent, "since": since}))
+
+
+# --- follow-ups: planning, cancelling, firing ----------------------------------------------
+
+
+async def add_followup(
+    session: AsyncSession,
+    *,
+    key: str,
+    agent: str,
+    trigger: str,
+    candidate_id: int,
+    application_id: int | None,
+    interview_id: int | None,
+    due_at: datetime,
+    expect: dict[str, Any],
+) -> int | None:
+    """The id of a new follow-up with this key; None when the key is already planned."""
+    followup_id: int | None = (
+        await session.execute(
+            text(
+                "INSERT INTO followups (key, agent, trigger, candidate_id, application_id, "
+                "interview_id, due_at, expect) VALUES (:key, :agent, :trigger, :cand, :app, "
+                ":iv, :due, CAST(:expect AS jsonb)) ON CONFLICT (key) DO NOTHING RETURNING id"
+            ),
+            {
+                "key": key,
+                "agent": agent,
+                "trigger": trigger,
+                "cand": candidate_id,
+                "app": application_id,
+                "iv": interview_id,
+                "due": due_at,
+                "expect": json.dumps(expect, default=str),
+            },
+        )
+    ).scalar_one_or_none()
+    return followup_id
+
+
+async def set_followup_job(session: AsyncSession, *, followup_id: int, job_id: int | None) -> None:
+    """Record the procrastinate job that fires the follow-up."""
+    await session.execute(update(FollowUp).where(FollowUp.id == followup_id).values(job_id=job_id))
+
+
+async def lock_scheduled_followups(
+    session: AsyncSession, *, triggers: tuple[str, ...] | None, **where: int
+) -> Sequence[FollowUp]:
+    """Planned follow-ups matching `where` (column=value) and `triggers`, locked."""
+    query = select(FollowUp).where(FollowUp.status == "scheduled")
+    for column, value in where.items():
+        query = query.where(getattr(FollowUp, column) == value)
+    if triggers:
+        query = query.where(FollowUp.trigger.in_(triggers))
+    return (await session.scalars(query.with_for_update())).all()
+
+
+async def open_conversation_of_candidate(session: AsyncSession, *, candidate_id: int) -> int | None:
+    """The id of the candidate's newest open conversation, if any."""
+    cid: int | None = (
+        await session.execute(
+            text(
+                "SELECT c.id FROM conversations c JOIN candidates k ON k.contact_id = c.contact_id "
+                "WHERE k.id = :id AND c.status = 'open' ORDER BY c.id DESC LIMIT 1"
+            ),
+            {"id": candidate_id},
+        )
+    ).scalar_one_or_none()
+    return cid
+
+
+def _columns(alias: str, model: Any) -> str:
+    return ", ".join(f"{alias}.{c.name} AS {alias}__{c.name}" for c in model.__table__.columns)
+
+
+# The follow-up, locked, with everything its checks and its message read: candidate,
+# contact, application, vacancy, interview, the open conversation (the newest) and the
+# candidate's answers. Rows are built into (detached) model objects.
+LOAD = text(
+    f"""
+    SELECT {_columns("f", FollowUp)}, {_columns("k", Candidate)}, {_columns("ct", Contact)},
+           {_columns("a", Application)}, {_columns("v", Vacancy)}, {_columns("i", Interview)},
+           o.id AS open__id, o.owner AS open__owner, o.thread_id AS open__thread_id,
+           (SELECT max(m.created_at) FROM messages m JOIN conversations c
+               ON c.id = m.conversation_id
+             WHERE c.contact_id = k.contact_id AND m.direction = 'in') AS last_reply,
+           (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE c.contact_id = k.contact_id AND m.direction = 'out'
+               AND m.idempotency_key LIKE 'followup:%'
+               AND m.content->>'trigger' = ANY(CAST(:attempts AS text[]))
+               AND m.status NOT IN ('failed', 'skipped', 'template_required')
+               AND m.created_at > coalesce(
+                   (SELECT max(i2.created_at) FROM messages i2 JOIN conversations c2
+                       ON c2.id = i2.conversation_id
+                     WHERE c2.contact_id = k.contact_id AND i2.direction = 'in'),
+                   '-infinity')) AS unanswered
+      FROM followups f
+      JOIN candidates k ON k.id = f.candidate_id
+      LEFT JOIN contacts ct ON ct.id = k.contact_id
+      LEFT JOIN applications a ON a.id = f.application_id
+      LEFT JOIN vacancies v ON v.id = a.vacancy_id
+      LEFT JOIN interviews i ON i.id = f.interview_id
+      LEFT JOIN LATERAL (
+        SELECT c.id, c.owner, c.thread_id FROM conversations c
+         WHERE c.contact_id = k.contact_id AND c.status = 'open'
+         ORDER BY c.id DESC LIMIT 1) o ON true
+     WHERE f.id = :followup_id
+       FOR UPDATE OF f
+    """
+)
+
+
+def _model(model: Any, row: dict[str, Any], alias: str) -> Any:
+    """A detached model object from the `alias__column` fields of a row (None if absent)."""
+    values = {
+        attr.key: row[f"{alias}__{attr.columns[0].name}"] for attr in model.__mapper__.column_attrs
+    }
+    return model(**values) if values.get("id") is not None else None
+
+
+@dataclass
+class LoadedFollowup:
+    """What a firing follow-up reads in its first statement (detached: writes go by UPDATE)."""
+
+    followup: FollowUp
+    candidate: Candidate
+    contact: Contact | None
+    application: Application | None
+    vacancy: Vacancy | None
+    interview: Interview | None
+    conversation_id: int | None
+    owner: str | None
+    thread_id: str | None
+    last_reply: datetime | None
+    unanswered: int
+
+
+async def load_followup(
+    conn: psycopg.AsyncConnection[Any], *, followup_id: int, attempts: list[str]
+) -> LoadedFollowup | None:
+    """The follow-up, locked, with everything its checks read, in one statement."""
+    found = await (
+        await run(conn, LOAD, {"followup_id": followup_id, "attempts": attempts})
+    ).fetchone()
+    if found is None:
+        return None
+    row = found._asdict()
+    return LoadedFollowup(
+        followup=_model(FollowUp, row, "f"),
+        candidate=_model(Candidate, row, "k"),
+        contact=_model(Contact, row, "ct"),
+        application=_model(Application, row, "a"),
+        vacancy=_model(Vacancy, row, "v"),
+        interview=_model(Interview, row, "i"),
+        conversation_id=row["open__id"],
+        owner=row["open__owner"],
+        thread_id=row["open__thread_id"],
+        last_reply=row["last_reply"],
+        unanswered=int(row["unanswered"] or 0),
+    )
+
+
+@lru_cache(maxsize=16)
+def _update_sql(columns: tuple[str, ...]) -> TextClause:
+    return text(f"UPDATE followups SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE id = :id")
+
+
+async def update_followup(
+    conn: psycopg.AsyncConnection[Any], *, followup_id: int, **values: Any
+) -> None:
+    """Write a follow-up's columns (its object is detached: nothing is flushed)."""
+    await run(conn, _update_sql(tuple(values)), {"id": followup_id, **values})
+
+
+async def set_followup_outcome(
+    session: AsyncSession,
+    *,
+    followup_id: int,
+    status: str,
+    reason: str | None,
+    message_id: int | None,
+    channel: str | None,
+) -> None:
+    """Write a follow-up's final status and the message (and channel) that carried it."""
+    await session.execute(
+        update(FollowUp)
+        .where(FollowUp.id == followup_id)
+        .values(status=status, reason=reason, message_id=message_id, channel=channel)
+    )
+
+
+# A new conversation for the candidate, on the agent's inbox (created when named and
+# new) or else the first inbox, and the follow-up marked fired: one round trip.
+OPEN_SQL = text(
+    """
+    WITH made AS (
+      INSERT INTO inboxes (phone_number_id) SELECT CAST(:pn AS text) WHERE :pn IS NOT NULL
+      ON CONFLICT (phone_number_id) DO NOTHING RETURNING id
+    ), inbox AS (
+      SELECT id FROM made
+      UNION ALL
+      (SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn
+        ORDER BY id LIMIT 1)
+      LIMIT 1
+    ), fired AS (
+      UPDATE followups SET fired_at = :now WHERE id = CAST(:followup AS bigint)
+    )
+    INSERT INTO conversations (inbox_id, contact_id, thread_id)
+    SELECT id, :c, :t FROM inbox
+    ON CONFLICT DO NOTHING
+    RETURNING id, thread_id
+    """
+)
+INBOX_AGAIN_SQL = text("SELECT id FROM inboxes WHERE phone_number_id = :pn")
+CONVERSATION_SQL = text(
+    "INSERT INTO conversations (inbox_id, contact_id, thread_id) VALUES (:i, :c, :t) "
+    "ON CONFLICT DO NOTHING RETURNING id, thread_id"
+)
+OPEN_AGAIN_SQL = text(
+    "SELECT id, thread_id FROM conversations WHERE contact_id = :c AND status = 'open' "
+    "ORDER BY id DESC LIMIT 1"
+)
+
+
+async def open_conversation_firing(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    inbox: str | None,
+    now: datetime,
+    followup_id: int,
+    contact_id: int,
+    thread_id: str,
+) -> tuple[int, str] | None:
+    """(id, thread id) of a new conversation on the inbox; the follow-up marked fired.
+
+    None when the statement opened none (no inbox visible to it, or one already open).
+    """
+    row = await (
+        await run(
+            conn,
+            OPEN_SQL,
+            {"pn": inbox, "now": now, "followup": followup_id, "c": contact_id, "t": thread_id},
+        )
+    ).fetchone()
+    return (row.id, row.thread_id) if row is not None else None
+
+
+async def inbox_id_of(
+    conn: psycopg.AsyncConnection[Any], *, phone_number_id: str | None
+) -> int | None:
+    """The id of the inbox of this WhatsApp phone number, if any."""
+    found = await (await run(conn, INBOX_AGAIN_SQL, {"pn": phone_number_id})).fetchone()
+    return found.id if found is not None else None
+
+
+async def add_conversation(
+    conn: psycopg.AsyncConnection[Any], *, inbox_id: int, contact_id: int, thread_id: str
+) -> tuple[int, str] | None:
+    """(id, thread id) of a new conversation; None when the contact already has one open."""
+    row = await (
+        await run(conn, CONVERSATION_SQL, {"i": inbox_id, "c": contact_id, "t": thread_id})
+    ).fetchone()
+    return (row.id, row.thread_id) if row is not None else None
+
+
+async def open_conversation_of_contact(
+    conn: psycopg.AsyncConnection[Any], *, contact_id: int
+) -> tuple[int, str] | None:
+    """(id, thread id) of the contact's newest open conversation, if any."""
+    row = await (await run(conn, OPEN_AGAIN_SQL, {"c": contact_id})).fetchone()
+    return (row.id, row.thread_id) if row is not None else None
+
+
+NEWEST_VACANCY_SQL = text(
+    f"SELECT {_columns('v', Vacancy)} FROM vacancies v WHERE v.status = 'open' "
+    "ORDER BY v.id DESC LIMIT 1"
+)
+
+
+async def newest_open_vacancy(conn: psycopg.AsyncConnection[Any]) -> Vacancy | None:
+    """The newest open vacancy (detached), if any."""
+    newest = await (await run(conn, NEWEST_VACANCY_SQL, {})).fetchone()
+    vacancy: Vacancy | None = _model(Vacancy, newest._asdict(), "v") if newest is not None else None
+    return vacancy
+
+
+# Candidates the agent has not heard from or written to for `after`, with no reactivation
+# in that period: invite them back (to the newest open vacancy, when there is one).
+INACTIVE_SQL = text(
+    """
+    SELECT k.id FROM candidates k
+      JOIN contacts ct ON ct.id = k.contact_id
+     WHERE ct.opted_out_at IS NULL AND k.consent_at IS NOT NULL
+       AND greatest(
+             k.created_at,
+             (SELECT max(f.fired_at) FROM followups f WHERE f.candidate_id = k.id),
+             (SELECT max(a.stage_changed_at) FROM applications a WHERE a.candidate_id = k.id),
+             (SELECT max(m.created_at) FROM messages m JOIN conversations c
+                 ON c.id = m.conversation_id
+               WHERE c.contact_id = k.contact_id AND m.direction = 'in')
+           ) < :cutoff
+       AND NOT EXISTS (SELECT 1 FROM applications a
+                        WHERE a.candidate_id = k.id AND a.stage = 'hired')
+     ORDER BY k.id
+     LIMIT :batch
+    """
+)
+
+
+async def inactive_candidate_ids(
+    session: AsyncSession, *, cutoff: datetime, batch: int
+) -> list[int]:
+    """Ids of up to `batch` candidates nobody has heard from since `cutoff` (INACTIVE_SQL)."""
+    ids: Any = (await session.execute(INACTIVE_SQL, {"cutoff": cutoff, "batch": batch})).scalars()
+    return list(ids)
 
 
 # --- people a reply may name -----------------------------------------------------------------
