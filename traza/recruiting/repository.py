@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Row, ScalarResult, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
@@ -29,6 +30,8 @@ from traza.db.models import (
     FollowUp,
     Interview,
     Interviewer,
+    RecruitingEvent,
+    Team,
     Vacancy,
 )
 
@@ -769,6 +772,181 @@ async def agent_escalated_cases(
     """The handoffs of the agent's candidates created in the period, newest first."""
     params = _monitor_params(agent, since, until, teams) | {"limit": limit}
     return [dict(r) for r in (await session.execute(ESCALATED_SQL, params)).mappings()]
+
+
+# --- ATS events (`events.apply`) ------------------------------------------------------------
+
+
+async def store_event(
+    session: AsyncSession, *, event_id: str, event_type: str, payload: dict[str, Any]
+) -> int | None:
+    """The id of the stored ATS event; None when its event id was stored before."""
+    stored: int | None = (
+        await session.execute(
+            insert(RecruitingEvent)
+            .values(event_id=event_id, type=event_type, payload=payload)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(RecruitingEvent.id)
+        )
+    ).scalar_one_or_none()
+    return stored
+
+
+async def candidate_by_external_id(
+    session: AsyncSession, *, external_id: str, for_update: bool = False
+) -> Candidate | None:
+    """The candidate with this ATS id, if any."""
+    query = select(Candidate).where(Candidate.external_id == external_id)
+    return await session.scalar(query.with_for_update() if for_update else query)
+
+
+async def candidate_by_wa_id(
+    session: AsyncSession, *, wa_id: str, for_update: bool = False
+) -> Candidate | None:
+    """The candidate with this WhatsApp id, if any."""
+    query = select(Candidate).where(Candidate.wa_id == wa_id)
+    return await session.scalar(query.with_for_update() if for_update else query)
+
+
+async def candidate_of_application(session: AsyncSession, *, external_id: str) -> Candidate | None:
+    """The candidate of the application with this ATS id, if any."""
+    return await session.scalar(
+        select(Candidate)
+        .join(Application, Application.candidate_id == Candidate.id)
+        .where(Application.external_id == external_id)
+    )
+
+
+async def candidate_of_interview(session: AsyncSession, *, external_id: str) -> Candidate | None:
+    """The candidate of the interview with this ATS id, if any."""
+    return await session.scalar(
+        select(Candidate)
+        .join(Application, Application.candidate_id == Candidate.id)
+        .join(Interview, Interview.application_id == Application.id)
+        .where(Interview.external_id == external_id)
+    )
+
+
+async def contact_of_candidate(
+    session: AsyncSession,
+    *,
+    wa_id: str,
+    name: str | None,
+    locale: str | None,
+    consent_at: datetime | None,
+) -> int:
+    """The id of the WhatsApp contact with this number, created when new."""
+    contact_id: int = (
+        await session.execute(
+            text(
+                "INSERT INTO contacts (wa_id, profile_name, locale, opted_in_at) "
+                "VALUES (:w, :n, :l, :c) ON CONFLICT (wa_id) DO UPDATE "
+                "SET locale = coalesce(contacts.locale, EXCLUDED.locale) RETURNING id"
+            ),
+            {
+                "w": wa_id,
+                "n": name,
+                "l": locale,
+                "c": consent_at,
+            },
+        )
+    ).scalar_one()
+    return contact_id
+
+
+async def upsert_vacancy(
+    session: AsyncSession,
+    *,
+    external_id: str,
+    title: str,
+    location: str | None,
+    required_fields: list[str],
+) -> int:
+    """The id of the vacancy with this ATS id, created or given this title and fields."""
+    stmt = (
+        insert(Vacancy)
+        .values(
+            external_id=external_id,
+            title=title,
+            location=location,
+            required_fields=required_fields,
+        )
+        .on_conflict_do_update(
+            index_elements=["external_id"],
+            set_={"title": title, "required_fields": required_fields},
+        )
+        .returning(Vacancy.id)
+    )
+    vacancy_id: int = (await session.execute(stmt)).scalar_one()
+    return vacancy_id
+
+
+async def application_by_external_id(
+    session: AsyncSession, *, external_id: str, for_update: bool = False
+) -> Application | None:
+    """The application with this ATS id, if any."""
+    query = select(Application).where(Application.external_id == external_id)
+    return await session.scalar(query.with_for_update() if for_update else query)
+
+
+async def upsert_interviewer(
+    session: AsyncSession,
+    *,
+    external_id: str,
+    name: str,
+    email: str | None,
+    timezone: str,
+    availability: dict[str, Any],
+    calendar_token: str,
+) -> int:
+    """The id of the interviewer with this ATS id, created or given this name and hours."""
+    stmt = (
+        insert(Interviewer)
+        .values(
+            external_id=external_id,
+            name=name,
+            email=email,
+            timezone=timezone,
+            availability=availability,
+            calendar_token=calendar_token,
+        )
+        .on_conflict_do_update(
+            index_elements=["external_id"],
+            set_={"name": name, "availability": availability},
+        )
+        .returning(Interviewer.id)
+    )
+    interviewer_id: int = (await session.execute(stmt)).scalar_one()
+    return interviewer_id
+
+
+async def interview_by_external_id(
+    session: AsyncSession, *, external_id: str, for_update: bool = False
+) -> Interview | None:
+    """The interview with this ATS id, if any."""
+    query = select(Interview).where(Interview.external_id == external_id)
+    return await session.scalar(query.with_for_update() if for_update else query)
+
+
+async def team_id_by_name(session: AsyncSession, *, name: str) -> int | None:
+    """The id of the team with this name, if any."""
+    return await session.scalar(select(Team.id).where(Team.name == name))
+
+
+OWNERS_SQL = text(
+    """
+    SELECT c.team FROM conversations c WHERE c.contact_id = :contact AND c.team IS NOT NULL
+    UNION
+    SELECT h.team FROM handoffs h JOIN conversations c ON c.id = h.conversation_id
+     WHERE c.contact_id = :contact AND h.team IS NOT NULL
+    """
+)
+
+
+async def teams_of_contact(session: AsyncSession, *, contact_id: int) -> frozenset[str]:
+    """The teams of the contact's conversations and of their handoffs."""
+    rows = await session.execute(OWNERS_SQL, {"contact": contact_id})
+    return frozenset(rows.scalars())
 
 
 # --- people a reply may name -----------------------------------------------------------------
