@@ -949,6 +949,217 @@ async def teams_of_contact(session: AsyncSession, *, contact_id: int) -> frozens
     return frozenset(rows.scalars())
 
 
+# --- the importer's batches (`importer.write`) -----------------------------------------------
+
+CANDIDATE_FIELDS = (
+    "external_id",
+    "name",
+    "wa_id",
+    "phone",
+    "email",
+    "locale",
+    "timezone",
+    "consent_source",
+    "consent_at",
+    "profile",
+)
+"""The candidate columns an import writes (besides `contact_id` and the timestamps)."""
+
+
+_SELECT = (
+    "SELECT k.id, k.contact_id, "
+    + ", ".join(f"k.{f}" for f in CANDIDATE_FIELDS)
+    + " FROM candidates k {join} WHERE {where} ORDER BY k.id FOR UPDATE OF k"
+)
+
+
+async def candidates_to_match(
+    session: AsyncSession, *, external_ids: list[str], wa_ids: list[str]
+) -> list[Row[Any]]:
+    """The candidates with these ATS or WhatsApp ids, locked until the batch commits."""
+    found = await session.execute(
+        text(_SELECT.format(join="", where="k.external_id = ANY(:e) OR k.wa_id = ANY(:w)")),
+        {"e": external_ids, "w": wa_ids},
+    )
+    return list(found)
+
+
+async def candidates_by_email(session: AsyncSession, *, emails: list[str]) -> list[Row[Any]]:
+    """The candidates with these (lower-case) e-mails, locked until the batch commits."""
+    found = await session.execute(
+        text(
+            _SELECT.format(
+                join="JOIN unnest(CAST(:m AS text[])) AS u(email) ON lower(k.email) = u.email",
+                where="true",
+            )
+        ),
+        {"m": emails},
+    )
+    return list(found)
+
+
+async def vacancies_matching(
+    session: AsyncSession, *, external_ids: list[str], titles: list[str]
+) -> list[Row[Any]]:
+    """(id, external_id, lower-case title) of vacancies with these ids or titles, by id."""
+    found = await session.execute(
+        text(
+            "SELECT id, external_id, lower(title) AS title FROM vacancies "
+            "WHERE external_id = ANY(:v) OR lower(title) = ANY(:t) ORDER BY id"
+        ),
+        {"v": external_ids, "t": titles},
+    )
+    return list(found)
+
+
+async def add_vacancy_named(session: AsyncSession, *, name: str) -> tuple[int, bool]:
+    """(id, created) of the vacancy whose external id and title are `name`."""
+    stmt = (
+        insert(Vacancy)
+        .values(external_id=name, title=name)
+        .on_conflict_do_update(index_elements=["external_id"], set_={"external_id": name})
+        .returning(Vacancy.id, text("xmax = 0"))
+    )
+    vacancy_id, inserted = (await session.execute(stmt)).one()
+    return vacancy_id, inserted
+
+
+def _unnest(columns: dict[str, str]) -> str:
+    """`unnest(CAST(:a AS t[]), …) AS r(a, …)`: a batch's rows as one array per column.
+
+    One statement per table per batch, with the same text every time (so it is parsed
+    and planned like any other), whatever the batch's size.
+    """
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns.items())
+    return f"unnest({arrays}) AS r({', '.join(columns)})"
+
+
+def _arrays(records: Sequence[dict[str, Any]], columns: dict[str, str]) -> dict[str, list[Any]]:
+    return {name: [r[name] for r in records] for name in columns}
+
+
+_CANDIDATE = {
+    "id": "bigint",
+    "external_id": "text",
+    "name": "text",
+    "wa_id": "text",
+    "phone": "text",
+    "email": "text",
+    "locale": "text",
+    "timezone": "text",
+    "consent_source": "text",
+    "consent_at": "timestamptz",
+    "profile": "jsonb",
+    "contact_id": "bigint",
+}
+_CANDIDATE_COLUMNS = ", ".join(_CANDIDATE)
+INSERT_CANDIDATES = text(
+    f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}, created_at, updated_at) "
+    f"SELECT {_CANDIDATE_COLUMNS}, :now, :now FROM {_unnest(_CANDIDATE)}"
+)
+UPDATE_CANDIDATES = text(
+    "UPDATE candidates k SET "
+    + ", ".join(f"{c} = r.{c}" for c in _CANDIDATE if c != "id")
+    + f", updated_at = :now FROM {_unnest(_CANDIDATE)} WHERE k.id = r.id"
+)
+_CONTACT = {"wa_id": "text", "profile_name": "text", "locale": "text", "opted_in_at": "timestamptz"}
+UPSERT_CONTACTS = text(
+    f"INSERT INTO contacts ({', '.join(_CONTACT)}) SELECT * FROM {_unnest(_CONTACT)} "
+    "ON CONFLICT (wa_id) DO UPDATE SET locale = coalesce(contacts.locale, excluded.locale), "
+    "profile_name = coalesce(contacts.profile_name, excluded.profile_name), "
+    "opted_in_at = coalesce(contacts.opted_in_at, excluded.opted_in_at) "
+    "RETURNING wa_id, id"
+)
+_APPLICATION = {"id": "bigint", "candidate_id": "bigint", "vacancy_id": "bigint", "stage": "text"}
+INSERT_APPLICATIONS = text(
+    f"INSERT INTO applications ({', '.join(_APPLICATION)}, stage_changed_at) "
+    f"SELECT *, :now FROM {_unnest(_APPLICATION)}"
+)
+_MOVE = {"id": "bigint", "stage": "text"}
+MOVE_APPLICATIONS = text(
+    "UPDATE applications a SET stage = r.stage, stage_changed_at = :now "
+    f"FROM {_unnest(_MOVE)} WHERE a.id = r.id"
+)
+_STAGE = {"application_id": "bigint", "from_stage": "text", "to_stage": "text"}
+INSERT_STAGES = text(
+    f"INSERT INTO stage_history ({', '.join(_STAGE)}, changed_by, at) "
+    f"SELECT *, 'import', :now FROM {_unnest(_STAGE)}"
+)
+
+
+async def upsert_contacts(
+    session: AsyncSession, *, records: Sequence[dict[str, Any]]
+) -> list[Row[Any]]:
+    """(wa_id, id) of the WhatsApp contacts of these records, created when new."""
+    return list(await session.execute(UPSERT_CONTACTS, _arrays(records, _CONTACT)))
+
+
+async def insert_candidates(
+    session: AsyncSession, *, records: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Insert these candidates (their ids taken from `fresh_ids`) in one statement."""
+    await session.execute(INSERT_CANDIDATES, _arrays(records, _CANDIDATE) | {"now": now})
+
+
+async def update_candidates(
+    session: AsyncSession, *, records: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Write these candidates' columns in one statement."""
+    await session.execute(UPDATE_CANDIDATES, _arrays(records, _CANDIDATE) | {"now": now})
+
+
+async def fresh_ids(session: AsyncSession, *, table: str, count: int) -> list[int]:
+    """`count` ids from the table's sequence, so that a bulk insert needs no RETURNING.
+
+    (PostgreSQL does not promise that a many-row INSERT … RETURNING answers in the
+    order of its rows; asking for the ids first does not need it to.)
+    """
+    if count == 0:
+        return []
+    found = await session.execute(
+        text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+        {"t": table, "n": count},
+    )
+    ids: list[int] = list(found.scalars())
+    return ids
+
+
+async def lock_applications(
+    session: AsyncSession, *, pairs: Sequence[tuple[int, int]]
+) -> list[Row[Any]]:
+    """The applications of these (candidate, vacancy) pairs, locked."""
+    found = await session.execute(
+        text(
+            "SELECT a.id, a.candidate_id, a.vacancy_id, a.stage FROM applications a "
+            "JOIN unnest(CAST(:c AS bigint[]), CAST(:v AS bigint[])) AS p(c, v) "
+            "ON a.candidate_id = p.c AND a.vacancy_id = p.v FOR UPDATE OF a"
+        ),
+        {"c": [p[0] for p in pairs], "v": [p[1] for p in pairs]},
+    )
+    return list(found)
+
+
+async def insert_applications(
+    session: AsyncSession, *, records: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Insert these applications (ids from `fresh_ids`) in one statement."""
+    await session.execute(INSERT_APPLICATIONS, _arrays(records, _APPLICATION) | {"now": now})
+
+
+async def move_applications(
+    session: AsyncSession, *, records: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Move these applications to their records' stages in one statement."""
+    await session.execute(MOVE_APPLICATIONS, _arrays(records, _MOVE) | {"now": now})
+
+
+async def insert_stage_changes(
+    session: AsyncSession, *, records: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Record these stage changes, made by the import, in one statement."""
+    await session.execute(INSERT_STAGES, _arrays(records, _STAGE) | {"now": now})
+
+
 # --- people a reply may name -----------------------------------------------------------------
 
 
