@@ -1,9 +1,14 @@
-"""What the candidate and calendar tools, the calendar feed and the monitor read.
+"""The recruiting package's SQL: every statement its modules run, and no other rule.
 
-Candidates, their applications and vacancies, interviews and interviewers, and the sent
-follow-ups behind the dashboard's monitor charts. Each function takes the caller's
-session and leaves the transaction (flush, commit) to it; `for_update` locks the rows
-read until that transaction ends.
+What the candidate and calendar tools, the calendar feed and the monitor read
+(candidates, applications, vacancies, interviews, interviewers, the sent follow-ups and
+an agent's figures); what follow-ups plan, cancel and fire; what ATS events and the
+importer's batches write; whom a reply may name.
+
+Each function takes the caller's session or connection (a SQLAlchemy `AsyncSession` or
+`AsyncConnection`, or the psycopg connection of `traza.db.engine.direct` a firing
+follow-up holds) and leaves the transaction (flush, commit) to it; `for_update` locks
+the rows read until that transaction ends. It imports none of the modules that call it.
 """
 
 from __future__ import annotations
