@@ -124,8 +124,8 @@ async def test_a_clean_file_creates_candidates_contacts_and_applications(db: DB)
 
     from traza.db.engine import session_scope
     from traza.db.models import Candidate, Vacancy
-    from traza.recruiting.followups import INACTIVE_SQL
     from traza.recruiting.messages import missing_fields
+    from traza.recruiting.repository import INACTIVE_SQL
 
     async with session_scope() as session:
         vacancy = await session.scalar(select(Vacancy).where(Vacancy.external_id == "vac-backend"))

@@ -24,8 +24,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
@@ -33,14 +31,11 @@ from traza.db.models import (
     Application,
     Candidate,
     Interview,
-    Interviewer,
-    RecruitingEvent,
     StageChange,
-    Team,
     Vacancy,
 )
 from traza.db.storable import refuse_unstorable
-from traza.recruiting import followups
+from traza.recruiting import followups, repository
 from traza.recruiting.agents import BotAgentConfig, active_agents
 from traza.trace import kinds
 
@@ -169,14 +164,14 @@ async def upsert_candidate(session: AsyncSession, data: CandidateIn) -> Candidat
             del values[required]
     if values.get("wa_id"):
         values["wa_id"] = values["wa_id"].lstrip("+")
-    candidate = await session.scalar(
-        select(Candidate).where(Candidate.external_id == data.external_id).with_for_update()
+    candidate = await repository.candidate_by_external_id(
+        session, external_id=data.external_id, for_update=True
     )
     if candidate is None and values.get("wa_id"):
         # Someone the ATS has not named yet (imported from a talent pool without its id):
         # the same WhatsApp number is the same person, who now gets the ATS's id.
-        candidate = await session.scalar(
-            select(Candidate).where(Candidate.wa_id == values["wa_id"]).with_for_update()
+        candidate = await repository.candidate_by_wa_id(
+            session, wa_id=values["wa_id"], for_update=True
         )
         if candidate is not None and candidate.external_id is not None:
             raise EventError(
@@ -198,42 +193,25 @@ async def upsert_candidate(session: AsyncSession, data: CandidateIn) -> Candidat
         candidate.profile = {**(candidate.profile or {}), **data.profile}
     candidate.updated_at = clock.now()
     if candidate.wa_id and candidate.contact_id is None:
-        contact_id: int = (
-            await session.execute(
-                text(
-                    "INSERT INTO contacts (wa_id, profile_name, locale, opted_in_at) "
-                    "VALUES (:w, :n, :l, :c) ON CONFLICT (wa_id) DO UPDATE "
-                    "SET locale = coalesce(contacts.locale, EXCLUDED.locale) RETURNING id"
-                ),
-                {
-                    "w": candidate.wa_id,
-                    "n": candidate.name,
-                    "l": candidate.locale,
-                    "c": candidate.consent_at,
-                },
-            )
-        ).scalar_one()
-        candidate.contact_id = contact_id
+        candidate.contact_id = await repository.contact_of_candidate(
+            session,
+            wa_id=candidate.wa_id,
+            name=candidate.name,
+            locale=candidate.locale,
+            consent_at=candidate.consent_at,
+        )
     await session.flush()
     return candidate
 
 
 async def _vacancy(session: AsyncSession, data: VacancyIn) -> Vacancy:
-    stmt = (
-        insert(Vacancy)
-        .values(
-            external_id=data.external_id,
-            title=data.title,
-            location=data.location,
-            required_fields=data.required_fields,
-        )
-        .on_conflict_do_update(
-            index_elements=["external_id"],
-            set_={"title": data.title, "required_fields": data.required_fields},
-        )
-        .returning(Vacancy.id)
+    vacancy_id = await repository.upsert_vacancy(
+        session,
+        external_id=data.external_id,
+        title=data.title,
+        location=data.location,
+        required_fields=data.required_fields,
     )
-    vacancy_id = (await session.execute(stmt)).scalar_one()
     vacancy = await session.get(Vacancy, vacancy_id)
     assert vacancy is not None
     return vacancy
@@ -247,10 +225,8 @@ def agent_for(application: Application, agents: dict[str, BotAgentConfig]) -> Bo
 
 
 async def _application(session: AsyncSession, external_id: str | None) -> Application:
-    application = await session.scalar(
-        select(Application)
-        .where(Application.external_id == _need(external_id, "application_id"))
-        .with_for_update()
+    application = await repository.application_by_external_id(
+        session, external_id=_need(external_id, "application_id"), for_update=True
     )
     if application is None:
         raise EventError(f"unknown application '{external_id}'")
@@ -266,14 +242,9 @@ async def apply(
     touches another team's candidate raises `OutOfScope` before anything is written.
     """
     await _authorise(session, event, teams)
-    stored = (
-        await session.execute(
-            insert(RecruitingEvent)
-            .values(event_id=event.id, type=event.type, payload=event.model_dump(mode="json"))
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(RecruitingEvent.id)
-        )
-    ).scalar_one_or_none()
+    stored = await repository.store_event(
+        session, event_id=event.id, event_type=event.type, payload=event.model_dump(mode="json")
+    )
     if stored is None:
         return "duplicate"
     at = event.occurred_at or clock.now()
@@ -294,15 +265,6 @@ async def apply(
 
 # --- who may write -------------------------------------------------------------------------
 
-OWNERS_SQL = text(
-    """
-    SELECT c.team FROM conversations c WHERE c.contact_id = :contact AND c.team IS NOT NULL
-    UNION
-    SELECT h.team FROM handoffs h JOIN conversations c ON c.id = h.conversation_id
-     WHERE c.contact_id = :contact AND h.team IS NOT NULL
-    """
-)
-
 
 async def owners(session: AsyncSession, candidate: Candidate) -> frozenset[str]:
     """The teams a candidate belongs to: the one that wrote them, else their conversations'."""
@@ -310,38 +272,28 @@ async def owners(session: AsyncSession, candidate: Candidate) -> frozenset[str]:
         return frozenset({candidate.team})
     if candidate.contact_id is None:
         return frozenset()
-    rows = await session.execute(OWNERS_SQL, {"contact": candidate.contact_id})
-    return frozenset(rows.scalars())
+    return await repository.teams_of_contact(session, contact_id=candidate.contact_id)
 
 
 async def _touched(session: AsyncSession, event: EventIn) -> list[Candidate]:
     """The stored candidates the event would change (found as `upsert_candidate` finds them)."""
     found: list[Candidate | None] = []
     if event.candidate is not None:
-        by_id = await session.scalar(
-            select(Candidate).where(Candidate.external_id == event.candidate.external_id)
+        by_id = await repository.candidate_by_external_id(
+            session, external_id=event.candidate.external_id
         )
         if by_id is None and event.candidate.wa_id:
-            by_id = await session.scalar(
-                select(Candidate).where(Candidate.wa_id == event.candidate.wa_id.lstrip("+"))
+            by_id = await repository.candidate_by_wa_id(
+                session, wa_id=event.candidate.wa_id.lstrip("+")
             )
         found.append(by_id)
     if event.application_id is not None:
         found.append(
-            await session.scalar(
-                select(Candidate)
-                .join(Application, Application.candidate_id == Candidate.id)
-                .where(Application.external_id == event.application_id)
-            )
+            await repository.candidate_of_application(session, external_id=event.application_id)
         )
     if event.interview_id is not None:
         found.append(
-            await session.scalar(
-                select(Candidate)
-                .join(Application, Application.candidate_id == Candidate.id)
-                .join(Interview, Interview.application_id == Application.id)
-                .where(Interview.external_id == event.interview_id)
-            )
+            await repository.candidate_of_interview(session, external_id=event.interview_id)
         )
     unique = {c.id: c for c in found if c is not None}
     return list(unique.values())
@@ -349,9 +301,7 @@ async def _touched(session: AsyncSession, event: EventIn) -> list[Candidate]:
 
 async def _authorise(session: AsyncSession, event: EventIn, teams: frozenset[str] | None) -> None:
     """`OutOfScope` unless every candidate the event touches is the caller's to write."""
-    if event.team is not None and not await session.scalar(
-        select(Team.id).where(Team.name == event.team)
-    ):
+    if event.team is not None and not await repository.team_id_by_name(session, name=event.team):
         raise EventError(f"unknown team '{event.team}'")
     if teams is None:
         return
@@ -480,24 +430,15 @@ async def _stage_changed(
 async def _interviewer(session: AsyncSession, data: InterviewerIn | None) -> int | None:
     if data is None:
         return None
-    stmt = (
-        insert(Interviewer)
-        .values(
-            external_id=data.external_id,
-            name=data.name,
-            email=data.email,
-            timezone=data.timezone,
-            availability=data.availability,
-            calendar_token=secrets.token_urlsafe(24),
-        )
-        .on_conflict_do_update(
-            index_elements=["external_id"],
-            set_={"name": data.name, "availability": data.availability},
-        )
-        .returning(Interviewer.id)
+    return await repository.upsert_interviewer(
+        session,
+        external_id=data.external_id,
+        name=data.name,
+        email=data.email,
+        timezone=data.timezone,
+        availability=data.availability,
+        calendar_token=secrets.token_urlsafe(24),
     )
-    interviewer_id: int = (await session.execute(stmt)).scalar_one()
-    return interviewer_id
 
 
 async def _interview(
@@ -506,10 +447,8 @@ async def _interview(
     application = await _application(session, event.application_id)
     starts = _need(event.starts_at, "starts_at")
     ends = event.ends_at or starts + timedelta(minutes=45)
-    interview = await session.scalar(
-        select(Interview)
-        .where(Interview.external_id == _need(event.interview_id, "interview_id"))
-        .with_for_update()
+    interview = await repository.interview_by_external_id(
+        session, external_id=_need(event.interview_id, "interview_id"), for_update=True
     )
     if interview is None:
         interview = Interview(
@@ -580,10 +519,8 @@ async def _interview_cancelled(
 
 
 async def _interview_row(session: AsyncSession, event: EventIn) -> Interview:
-    interview = await session.scalar(
-        select(Interview)
-        .where(Interview.external_id == _need(event.interview_id, "interview_id"))
-        .with_for_update()
+    interview = await repository.interview_by_external_id(
+        session, external_id=_need(event.interview_id, "interview_id"), for_update=True
     )
     if interview is None:
         raise EventError(f"unknown interview '{event.interview_id}'")

@@ -16,25 +16,22 @@ are its fallback plan, used by the sender if the first turns out unreachable.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import TextClause
 
 from traza import clock, trace
-from traza.db.engine import direct, run, session_scope
-from traza.db.models import Application, Candidate, Contact, FollowUp, Interview, Vacancy
+from traza.db.engine import direct, session_scope
+from traza.db.models import Candidate, Contact
 from traza.db.queue import cancel_in, defer_in
 from traza.outbound.sender import address_of, unavailable
+from traza.recruiting import repository
 from traza.recruiting.agents import BotAgentConfig, active_agents, next_contact_time
 from traza.recruiting.messages import placeholders
 from traza.trace import kinds
@@ -70,25 +67,17 @@ async def schedule(
     """Plan a follow-up (once per key); None when disabled or already planned."""
     if not agent.trigger(trigger).enabled:
         return None
-    followup_id: int | None = (
-        await session.execute(
-            text(
-                "INSERT INTO followups (key, agent, trigger, candidate_id, application_id, "
-                "interview_id, due_at, expect) VALUES (:key, :agent, :trigger, :cand, :app, "
-                ":iv, :due, CAST(:expect AS jsonb)) ON CONFLICT (key) DO NOTHING RETURNING id"
-            ),
-            {
-                "key": key,
-                "agent": agent.name,
-                "trigger": trigger,
-                "cand": candidate_id,
-                "app": application_id,
-                "iv": interview_id,
-                "due": due_at,
-                "expect": _json(expect or {}),
-            },
-        )
-    ).scalar_one_or_none()
+    followup_id = await repository.add_followup(
+        session,
+        key=key,
+        agent=agent.name,
+        trigger=trigger,
+        candidate_id=candidate_id,
+        application_id=application_id,
+        interview_id=interview_id,
+        due_at=due_at,
+        expect=expect or {},
+    )
     if followup_id is None:
         return None
     job_id = await defer_in(
@@ -98,7 +87,7 @@ async def schedule(
         delay=clock.delay_until(due_at),
         queueing_lock=f"followup:{followup_id}",
     )
-    await session.execute(update(FollowUp).where(FollowUp.id == followup_id).values(job_id=job_id))
+    await repository.set_followup_job(session, followup_id=followup_id, job_id=job_id)
     await trace.record(
         session,
         conversation_id=await conversation_of(session, candidate_id),
@@ -109,20 +98,11 @@ async def schedule(
     return followup_id
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
 async def cancel(
     session: AsyncSession, reason: str, *, triggers: tuple[str, ...] | None = None, **where: int
 ) -> int:
     """Cancel planned follow-ups matching `where` (application_id=…, interview_id=…)."""
-    query = select(FollowUp).where(FollowUp.status == "scheduled")
-    for column, value in where.items():
-        query = query.where(getattr(FollowUp, column) == value)
-    if triggers:
-        query = query.where(FollowUp.trigger.in_(triggers))
-    rows = (await session.scalars(query.with_for_update())).all()
+    rows = await repository.lock_scheduled_followups(session, triggers=triggers, **where)
     for row in rows:
         row.status, row.reason = "cancelled", reason
         await cancel_in(session, row.job_id)
@@ -138,19 +118,12 @@ async def cancel(
 
 async def conversation_of(session: AsyncSession, candidate_id: int) -> int | None:
     """The candidate's open WhatsApp conversation, if any."""
-    cid: int | None = (
-        await session.execute(
-            text(
-                "SELECT c.id FROM conversations c JOIN candidates k ON k.contact_id = c.contact_id "
-                "WHERE k.id = :id AND c.status = 'open' ORDER BY c.id DESC LIMIT 1"
-            ),
-            {"id": candidate_id},
-        )
-    ).scalar_one_or_none()
-    return cid
+    return await repository.open_conversation_of_candidate(session, candidate_id=candidate_id)
 
 
-def _why_not(loaded: _Loaded, agent: BotAgentConfig | None) -> tuple[str, str] | None:
+def _why_not(
+    loaded: repository.LoadedFollowup, agent: BotAgentConfig | None
+) -> tuple[str, str] | None:
     """(status, reason) when the follow-up must not be sent now; None when it may."""
     followup, candidate, owner = loaded.followup, loaded.candidate, loaded.owner
     if agent is None:
@@ -194,105 +167,6 @@ def _why_not(loaded: _Loaded, agent: BotAgentConfig | None) -> tuple[str, str] |
     return None
 
 
-def _columns(alias: str, model: Any) -> str:
-    return ", ".join(f"{alias}.{c.name} AS {alias}__{c.name}" for c in model.__table__.columns)
-
-
-# The follow-up, locked, with everything its checks and its message read: candidate,
-# contact, application, vacancy, interview, the open conversation (the newest) and the
-# candidate's answers. Rows are built into (detached) model objects.
-LOAD = text(
-    f"""
-    SELECT {_columns("f", FollowUp)}, {_columns("k", Candidate)}, {_columns("ct", Contact)},
-           {_columns("a", Application)}, {_columns("v", Vacancy)}, {_columns("i", Interview)},
-           o.id AS open__id, o.owner AS open__owner, o.thread_id AS open__thread_id,
-           (SELECT max(m.created_at) FROM messages m JOIN conversations c
-               ON c.id = m.conversation_id
-             WHERE c.contact_id = k.contact_id AND m.direction = 'in') AS last_reply,
-           (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
-             WHERE c.contact_id = k.contact_id AND m.direction = 'out'
-               AND m.idempotency_key LIKE 'followup:%'
-               AND m.content->>'trigger' = ANY(CAST(:attempts AS text[]))
-               AND m.status NOT IN ('failed', 'skipped', 'template_required')
-               AND m.created_at > coalesce(
-                   (SELECT max(i2.created_at) FROM messages i2 JOIN conversations c2
-                       ON c2.id = i2.conversation_id
-                     WHERE c2.contact_id = k.contact_id AND i2.direction = 'in'),
-                   '-infinity')) AS unanswered
-      FROM followups f
-      JOIN candidates k ON k.id = f.candidate_id
-      LEFT JOIN contacts ct ON ct.id = k.contact_id
-      LEFT JOIN applications a ON a.id = f.application_id
-      LEFT JOIN vacancies v ON v.id = a.vacancy_id
-      LEFT JOIN interviews i ON i.id = f.interview_id
-      LEFT JOIN LATERAL (
-        SELECT c.id, c.owner, c.thread_id FROM conversations c
-         WHERE c.contact_id = k.contact_id AND c.status = 'open'
-         ORDER BY c.id DESC LIMIT 1) o ON true
-     WHERE f.id = :followup_id
-       FOR UPDATE OF f
-    """
-)
-
-
-def _model(model: Any, row: dict[str, Any], alias: str) -> Any:
-    """A detached model object from the `alias__column` fields of a row (None if absent)."""
-    values = {
-        attr.key: row[f"{alias}__{attr.columns[0].name}"] for attr in model.__mapper__.column_attrs
-    }
-    return model(**values) if values.get("id") is not None else None
-
-
-@dataclass
-class _Loaded:
-    """What `fire` reads in its first statement (detached objects: writes go by UPDATE)."""
-
-    followup: FollowUp
-    candidate: Candidate
-    contact: Contact | None
-    application: Application | None
-    vacancy: Vacancy | None
-    interview: Interview | None
-    conversation_id: int | None
-    owner: str | None
-    thread_id: str | None
-    last_reply: datetime | None
-    unanswered: int
-
-
-async def _load(conn: psycopg.AsyncConnection[Any], followup_id: int) -> _Loaded | None:
-    """The follow-up, locked, with everything its checks read, in one statement."""
-    found = await (
-        await run(conn, LOAD, {"followup_id": followup_id, "attempts": ATTEMPTS})
-    ).fetchone()
-    if found is None:
-        return None
-    row = found._asdict()
-    return _Loaded(
-        followup=_model(FollowUp, row, "f"),
-        candidate=_model(Candidate, row, "k"),
-        contact=_model(Contact, row, "ct"),
-        application=_model(Application, row, "a"),
-        vacancy=_model(Vacancy, row, "v"),
-        interview=_model(Interview, row, "i"),
-        conversation_id=row["open__id"],
-        owner=row["open__owner"],
-        thread_id=row["open__thread_id"],
-        last_reply=row["last_reply"],
-        unanswered=int(row["unanswered"] or 0),
-    )
-
-
-@lru_cache(maxsize=16)
-def _update_sql(columns: tuple[str, ...]) -> TextClause:
-    return text(f"UPDATE followups SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE id = :id")
-
-
-async def _update(conn: psycopg.AsyncConnection[Any], followup_id: int, **values: Any) -> None:
-    """Write a follow-up's columns (its object is detached: nothing is flushed)."""
-    await run(conn, _update_sql(tuple(values)), {"id": followup_id, **values})
-
-
 @dataclass(frozen=True)
 class Alert:
     """The team must be told: hand the conversation to humans (`services.turns.hand_over`)."""
@@ -331,7 +205,7 @@ async def prepare(followup_id: int) -> Firing:
     agents = active_agents()
     # psycopg directly (one transaction, detached objects): this runs for every follow-up.
     async with direct() as conn, conn.transaction():
-        loaded = await _load(conn, followup_id)
+        loaded = await repository.load_followup(conn, followup_id=followup_id, attempts=ATTEMPTS)
         followup = loaded.followup if loaded else None
         if loaded is None or followup is None or followup.status != "scheduled":
             return Firing(
@@ -345,14 +219,16 @@ async def prepare(followup_id: int) -> Firing:
                 {"followup_id": followup.id},
                 delay=clock.delay_until(followup.due_at),
             )
-            await _update(conn, followup.id, job_id=job_id)
+            await repository.update_followup(conn, followup_id=followup.id, job_id=job_id)
             return Firing(done=f"follow-up {followup_id} not due yet")
         candidate = loaded.candidate
         agent = agents.get(followup.agent)
         cid = loaded.conversation_id
         verdict = _why_not(loaded, agent)
         if verdict is not None:
-            await _update(conn, followup.id, status=verdict[0], reason=verdict[1], fired_at=now)
+            await repository.update_followup(
+                conn, followup_id=followup.id, status=verdict[0], reason=verdict[1], fired_at=now
+            )
             await trace.record(
                 conn,
                 conversation_id=cid,
@@ -376,7 +252,9 @@ async def prepare(followup_id: int) -> Firing:
                 {"followup_id": followup.id},
                 delay=clock.delay_until(due_at),
             )
-            await _update(conn, followup.id, due_at=due_at, job_id=job_id)
+            await repository.update_followup(
+                conn, followup_id=followup.id, due_at=due_at, job_id=job_id
+            )
             await trace.record(
                 conn,
                 conversation_id=cid,
@@ -393,9 +271,9 @@ async def prepare(followup_id: int) -> Firing:
             return Firing(done=f"follow-up {followup_id} deferred to {opens.isoformat()}")
         if followup.trigger == "interview_unconfirmed":
             alert = agent.trigger("interview_unconfirmed").alert
-            await _update(
+            await repository.update_followup(
                 conn,
-                followup.id,
+                followup_id=followup.id,
                 fired_at=now,
                 status="sent" if alert == "handoff" else "skipped",
                 reason="the candidate has not confirmed: the team is alerted",
@@ -443,10 +321,13 @@ async def finish(
 ) -> str:
     """Write a follow-up's final status (and the message that carried it)."""
     async with session_scope() as session:
-        await session.execute(
-            update(FollowUp)
-            .where(FollowUp.id == followup_id)
-            .values(status=status, reason=reason, message_id=message_id, channel=channel)
+        await repository.set_followup_outcome(
+            session,
+            followup_id=followup_id,
+            status=status,
+            reason=reason,
+            message_id=message_id,
+            channel=channel,
         )
     return f"follow-up {followup_id} {status}"
 
@@ -484,45 +365,12 @@ def channel_plan(
     return plan or [agent.channels[0]], not_now
 
 
-# A new conversation for the candidate, on the agent's inbox (created when named and
-# new) or else the first inbox, and the follow-up marked fired: one round trip.
-OPEN_SQL = text(
-    """
-    WITH made AS (
-      INSERT INTO inboxes (phone_number_id) SELECT CAST(:pn AS text) WHERE :pn IS NOT NULL
-      ON CONFLICT (phone_number_id) DO NOTHING RETURNING id
-    ), inbox AS (
-      SELECT id FROM made
-      UNION ALL
-      (SELECT id FROM inboxes WHERE CAST(:pn AS text) IS NULL OR phone_number_id = :pn
-        ORDER BY id LIMIT 1)
-      LIMIT 1
-    ), fired AS (
-      UPDATE followups SET fired_at = :now WHERE id = CAST(:followup AS bigint)
-    )
-    INSERT INTO conversations (inbox_id, contact_id, thread_id)
-    SELECT id, :c, :t FROM inbox
-    ON CONFLICT DO NOTHING
-    RETURNING id, thread_id
-    """
-)
-INBOX_AGAIN_SQL = text("SELECT id FROM inboxes WHERE phone_number_id = :pn")
-CONVERSATION_SQL = text(
-    "INSERT INTO conversations (inbox_id, contact_id, thread_id) VALUES (:i, :c, :t) "
-    "ON CONFLICT DO NOTHING RETURNING id, thread_id"
-)
-OPEN_AGAIN_SQL = text(
-    "SELECT id, thread_id FROM conversations WHERE contact_id = :c AND status = 'open' "
-    "ORDER BY id DESC LIMIT 1"
-)
-
-
 async def open_conversation(
     conn: psycopg.AsyncConnection[Any],
     agent: BotAgentConfig,
     candidate: Candidate,
     *,
-    loaded: _Loaded,
+    loaded: repository.LoadedFollowup,
     fired: tuple[int, datetime],
 ) -> tuple[int, str] | None:
     """(id, thread id) of the candidate's open conversation, started when there is none.
@@ -533,60 +381,47 @@ async def open_conversation(
     """
     followup_id, now = fired
     if loaded.conversation_id is not None and loaded.thread_id is not None:
-        await _update(conn, followup_id, fired_at=now)
+        await repository.update_followup(conn, followup_id=followup_id, fired_at=now)
         return loaded.conversation_id, loaded.thread_id
     if candidate.contact_id is None:
-        await _update(conn, followup_id, fired_at=now)
+        await repository.update_followup(conn, followup_id=followup_id, fired_at=now)
         return None
     new_thread = f"wa-{uuid.uuid4().hex}"
-    row = await (
-        await run(
-            conn,
-            OPEN_SQL,
-            {
-                "pn": agent.inbox,
-                "now": now,
-                "followup": followup_id,
-                "c": candidate.contact_id,
-                "t": new_thread,
-            },
-        )
-    ).fetchone()
-    if row is not None:
-        return row.id, row.thread_id
+    opened = await repository.open_conversation_firing(
+        conn,
+        inbox=agent.inbox,
+        now=now,
+        followup_id=followup_id,
+        contact_id=candidate.contact_id,
+        thread_id=new_thread,
+    )
+    if opened is not None:
+        return opened
     # Rare: another transaction created the inbox while the statement ran (its snapshot
     # could not see the row; a new statement does), or opened a conversation first.
-    found = await (await run(conn, INBOX_AGAIN_SQL, {"pn": agent.inbox})).fetchone()
-    inbox_id = found.id if found is not None else None
+    inbox_id = await repository.inbox_id_of(conn, phone_number_id=agent.inbox)
     if inbox_id is None and agent.inbox is None:
         log.warning("agent %s: no WhatsApp inbox to write from", agent.name)
         return None
     if inbox_id is not None:
-        row = await (
-            await run(
-                conn, CONVERSATION_SQL, {"i": inbox_id, "c": candidate.contact_id, "t": new_thread}
-            )
-        ).fetchone()
-    if row is None:
-        row = await (await run(conn, OPEN_AGAIN_SQL, {"c": candidate.contact_id})).fetchone()
-    return (row.id, row.thread_id) if row is not None else None
-
-
-NEWEST_VACANCY_SQL = text(
-    f"SELECT {_columns('v', Vacancy)} FROM vacancies v WHERE v.status = 'open' "
-    "ORDER BY v.id DESC LIMIT 1"
-)
+        opened = await repository.add_conversation(
+            conn, inbox_id=inbox_id, contact_id=candidate.contact_id, thread_id=new_thread
+        )
+    if opened is None:
+        opened = await repository.open_conversation_of_contact(
+            conn, contact_id=candidate.contact_id
+        )
+    return opened
 
 
 async def _payload(
-    conn: psycopg.AsyncConnection[Any], loaded: _Loaded, agent: BotAgentConfig
+    conn: psycopg.AsyncConnection[Any], loaded: repository.LoadedFollowup, agent: BotAgentConfig
 ) -> dict[str, Any]:
     """What the graph's `write_followup` node needs, read once here."""
     followup, candidate = loaded.followup, loaded.candidate
     application, vacancy, interview = loaded.application, loaded.vacancy, loaded.interview
     if vacancy is None and followup.trigger == "reactivation":  # invite to the newest vacancy
-        newest = await (await run(conn, NEWEST_VACANCY_SQL, {})).fetchone()
-        vacancy = _model(Vacancy, newest._asdict(), "v") if newest is not None else None
+        vacancy = await repository.newest_open_vacancy(conn)
     channels, not_now = channel_plan(agent, candidate, loaded.contact)
     return {
         "id": followup.id,
@@ -602,29 +437,6 @@ async def _payload(
     }
 
 
-# Candidates the agent has not heard from or written to for `after`, with no reactivation
-# in that period: invite them back (to the newest open vacancy, when there is one).
-INACTIVE_SQL = text(
-    """
-    SELECT k.id FROM candidates k
-      JOIN contacts ct ON ct.id = k.contact_id
-     WHERE ct.opted_out_at IS NULL AND k.consent_at IS NOT NULL
-       AND greatest(
-             k.created_at,
-             (SELECT max(f.fired_at) FROM followups f WHERE f.candidate_id = k.id),
-             (SELECT max(a.stage_changed_at) FROM applications a WHERE a.candidate_id = k.id),
-             (SELECT max(m.created_at) FROM messages m JOIN conversations c
-                 ON c.id = m.conversation_id
-               WHERE c.contact_id = k.contact_id AND m.direction = 'in')
-           ) < :cutoff
-       AND NOT EXISTS (SELECT 1 FROM applications a
-                        WHERE a.candidate_id = k.id AND a.stage = 'hired')
-     ORDER BY k.id
-     LIMIT :batch
-    """
-)
-
-
 async def plan_reactivations(batch: int = 1000) -> int:
     """Plan a reactivation for inactive candidates of every agent that has it enabled."""
     planned = 0
@@ -635,16 +447,10 @@ async def plan_reactivations(batch: int = 1000) -> int:
             continue
         period = int(now.timestamp() // config.after.total_seconds())
         async with session_scope() as session:
-            ids: Any = (
-                await session.execute(
-                    INACTIVE_SQL,
-                    {
-                        "cutoff": now - config.after,
-                        "batch": batch,
-                    },
-                )
-            ).scalars()
-            for candidate_id in list(ids):
+            ids = await repository.inactive_candidate_ids(
+                session, cutoff=now - config.after, batch=batch
+            )
+            for candidate_id in ids:
                 if await schedule(
                     session,
                     agent=agent,

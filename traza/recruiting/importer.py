@@ -30,14 +30,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock, trace
 from traza.db.engine import get_sessionmaker
-from traza.db.models import Vacancy
+from traza.recruiting import repository
 from traza.trace import kinds
 
 COLUMNS = (
@@ -352,18 +350,7 @@ def _cross_check(values: dict[str, Any], columns: dict[str, str]) -> list[tuple[
 
 # --- writing ----------------------------------------------------------------------------
 
-FIELDS = (
-    "external_id",
-    "name",
-    "wa_id",
-    "phone",
-    "email",
-    "locale",
-    "timezone",
-    "consent_source",
-    "consent_at",
-    "profile",
-)
+FIELDS = repository.CANDIDATE_FIELDS
 """The candidate columns an import writes (besides `contact_id` and the timestamps)."""
 
 
@@ -418,22 +405,11 @@ class _Candidate:
         )
 
 
-_SELECT = (
-    "SELECT k.id, k.contact_id, "
-    + ", ".join(f"k.{f}" for f in FIELDS)
-    + " FROM candidates k {join} WHERE {where} ORDER BY k.id FOR UPDATE OF k"
-)
-
-
 async def _load(session: AsyncSession, rows: Sequence[Row]) -> list[_Candidate]:
     """The existing candidates the rows may match (locked until the batch commits)."""
     external = sorted({r.data.external_id for r in rows if r.data.external_id})
     whatsapp = sorted({w for r in rows if (w := r.data.whatsapp)})
-    found = await session.execute(
-        text(_SELECT.format(join="", where="k.external_id = ANY(:e) OR k.wa_id = ANY(:w)")),
-        {"e": external, "w": whatsapp},
-    )
-    loaded = list(found)
+    loaded = await repository.candidates_to_match(session, external_ids=external, wa_ids=whatsapp)
     # E-mail has no index, so only the rows nothing else found look by e-mail, all at once.
     by_external = {r.external_id for r in loaded}
     by_whatsapp = {r.wa_id for r in loaded}
@@ -450,15 +426,7 @@ async def _load(session: AsyncSession, rows: Sequence[Row]) -> list[_Candidate]:
         }
     )
     if emails:
-        loaded += await session.execute(
-            text(
-                _SELECT.format(
-                    join="JOIN unnest(CAST(:m AS text[])) AS u(email) ON lower(k.email) = u.email",
-                    where="true",
-                )
-            ),
-            {"m": emails},
-        )
+        loaded += await repository.candidates_by_email(session, emails=emails)
     seen: dict[int, _Candidate] = {}
     for r in loaded:
         if r.id not in seen:
@@ -566,12 +534,8 @@ async def _vacancies(
     wanted = {r.data.vacancy for r in rows if r.data.vacancy}
     if not wanted:
         return {}, {}
-    found = await session.execute(
-        text(
-            "SELECT id, external_id, lower(title) AS title FROM vacancies "
-            "WHERE external_id = ANY(:v) OR lower(title) = ANY(:t) ORDER BY id"
-        ),
-        {"v": sorted(wanted), "t": sorted({v.lower() for v in wanted})},
+    found = await repository.vacancies_matching(
+        session, external_ids=sorted(wanted), titles=sorted({v.lower() for v in wanted})
     )
     by_external: dict[str, int] = {}
     by_title: dict[str, list[int]] = {}
@@ -599,79 +563,10 @@ async def _create_vacancies(
 ) -> None:
     """Create the vacancies no row could find: external id and title are the value."""
     for value in sorted(v for v in needed if ids[v] is None):
-        stmt = (
-            insert(Vacancy)
-            .values(external_id=value, title=value)
-            .on_conflict_do_update(index_elements=["external_id"], set_={"external_id": value})
-            .returning(Vacancy.id, text("xmax = 0"))
-        )
-        vacancy_id, inserted = (await session.execute(stmt)).one()
+        vacancy_id, inserted = await repository.add_vacancy_named(session, name=value)
         ids[value] = vacancy_id
         if inserted:
             report.vacancies_created.append(value)
-
-
-def _unnest(columns: dict[str, str]) -> str:
-    """`unnest(CAST(:a AS t[]), …) AS r(a, …)`: a batch's rows as one array per column.
-
-    One statement per table per batch, with the same text every time (so it is parsed
-    and planned like any other), whatever the batch's size.
-    """
-    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns.items())
-    return f"unnest({arrays}) AS r({', '.join(columns)})"
-
-
-def _arrays(records: Sequence[dict[str, Any]], columns: dict[str, str]) -> dict[str, list[Any]]:
-    return {name: [r[name] for r in records] for name in columns}
-
-
-_CANDIDATE = {
-    "id": "bigint",
-    "external_id": "text",
-    "name": "text",
-    "wa_id": "text",
-    "phone": "text",
-    "email": "text",
-    "locale": "text",
-    "timezone": "text",
-    "consent_source": "text",
-    "consent_at": "timestamptz",
-    "profile": "jsonb",
-    "contact_id": "bigint",
-}
-_CANDIDATE_COLUMNS = ", ".join(_CANDIDATE)
-INSERT_CANDIDATES = text(
-    f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}, created_at, updated_at) "
-    f"SELECT {_CANDIDATE_COLUMNS}, :now, :now FROM {_unnest(_CANDIDATE)}"
-)
-UPDATE_CANDIDATES = text(
-    "UPDATE candidates k SET "
-    + ", ".join(f"{c} = r.{c}" for c in _CANDIDATE if c != "id")
-    + f", updated_at = :now FROM {_unnest(_CANDIDATE)} WHERE k.id = r.id"
-)
-_CONTACT = {"wa_id": "text", "profile_name": "text", "locale": "text", "opted_in_at": "timestamptz"}
-UPSERT_CONTACTS = text(
-    f"INSERT INTO contacts ({', '.join(_CONTACT)}) SELECT * FROM {_unnest(_CONTACT)} "
-    "ON CONFLICT (wa_id) DO UPDATE SET locale = coalesce(contacts.locale, excluded.locale), "
-    "profile_name = coalesce(contacts.profile_name, excluded.profile_name), "
-    "opted_in_at = coalesce(contacts.opted_in_at, excluded.opted_in_at) "
-    "RETURNING wa_id, id"
-)
-_APPLICATION = {"id": "bigint", "candidate_id": "bigint", "vacancy_id": "bigint", "stage": "text"}
-INSERT_APPLICATIONS = text(
-    f"INSERT INTO applications ({', '.join(_APPLICATION)}, stage_changed_at) "
-    f"SELECT *, :now FROM {_unnest(_APPLICATION)}"
-)
-_MOVE = {"id": "bigint", "stage": "text"}
-MOVE_APPLICATIONS = text(
-    "UPDATE applications a SET stage = r.stage, stage_changed_at = :now "
-    f"FROM {_unnest(_MOVE)} WHERE a.id = r.id"
-)
-_STAGE = {"application_id": "bigint", "from_stage": "text", "to_stage": "text"}
-INSERT_STAGES = text(
-    f"INSERT INTO stage_history ({', '.join(_STAGE)}, changed_by, at) "
-    f"SELECT *, 'import', :now FROM {_unnest(_STAGE)}"
-)
 
 
 async def _contacts(session: AsyncSession, candidates: list[_Candidate]) -> None:
@@ -688,7 +583,7 @@ async def _contacts(session: AsyncSession, candidates: list[_Candidate]) -> None
         }
         for wa, c in by_whatsapp.items()
     ]
-    for contact in await session.execute(UPSERT_CONTACTS, _arrays(records, _CONTACT)):
+    for contact in await repository.upsert_contacts(session, records=records):
         by_whatsapp[contact.wa_id].contact_id = contact.id
 
 
@@ -696,10 +591,11 @@ async def _write_candidates(
     session: AsyncSession, new: list[_Candidate], changed: list[_Candidate], now: datetime
 ) -> None:
     """Insert the new candidates (taking their ids) and update the changed ones."""
-    ids = await _fresh_ids(session, "candidates", len(new))
+    ids = await repository.fresh_ids(session, table="candidates", count=len(new))
     for candidate, candidate_id in zip(new, ids, strict=True):
         candidate.id = candidate_id
-    for statement, group in ((INSERT_CANDIDATES, new), (UPDATE_CANDIDATES, changed)):
+    writes = ((repository.insert_candidates, new), (repository.update_candidates, changed))
+    for write_group, group in writes:
         if group:
             records = [
                 c.values
@@ -710,23 +606,7 @@ async def _write_candidates(
                 }
                 for c in group
             ]
-            await session.execute(statement, _arrays(records, _CANDIDATE) | {"now": now})
-
-
-async def _fresh_ids(session: AsyncSession, table: str, count: int) -> list[int]:
-    """`count` ids from the table's sequence, so that a bulk insert needs no RETURNING.
-
-    (PostgreSQL does not promise that a many-row INSERT … RETURNING answers in the
-    order of its rows; asking for the ids first does not need it to.)
-    """
-    if count == 0:
-        return []
-    found = await session.execute(
-        text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-        {"t": table, "n": count},
-    )
-    ids: list[int] = list(found.scalars())
-    return ids
+            await write_group(session, records=records, now=now)
 
 
 async def _applications(
@@ -740,17 +620,10 @@ async def _applications(
     current: dict[tuple[int, int], tuple[int, str]] = {}
     pairs = [p for p in wanted if p[0] in existing_candidates]
     if pairs:
-        found = await session.execute(
-            text(
-                "SELECT a.id, a.candidate_id, a.vacancy_id, a.stage FROM applications a "
-                "JOIN unnest(CAST(:c AS bigint[]), CAST(:v AS bigint[])) AS p(c, v) "
-                "ON a.candidate_id = p.c AND a.vacancy_id = p.v FOR UPDATE OF a"
-            ),
-            {"c": [p[0] for p in pairs], "v": [p[1] for p in pairs]},
-        )
+        found = await repository.lock_applications(session, pairs=pairs)
         current = {(r.candidate_id, r.vacancy_id): (r.id, r.stage) for r in found}
     new = [(pair, stage or "applied") for pair, stage in wanted.items() if pair not in current]
-    ids = await _fresh_ids(session, "applications", len(new))
+    ids = await repository.fresh_ids(session, table="applications", count=len(new))
     created = [
         {"id": i, "candidate_id": c, "vacancy_id": v, "stage": stage}
         for i, ((c, v), stage) in zip(ids, new, strict=True)
@@ -761,15 +634,15 @@ async def _applications(
         if wanted[pair] is not None and wanted[pair] != was
     ]
     if created:
-        await session.execute(INSERT_APPLICATIONS, _arrays(created, _APPLICATION) | {"now": now})
+        await repository.insert_applications(session, records=created, now=now)
     if moved:
-        await session.execute(MOVE_APPLICATIONS, _arrays(moved, _MOVE) | {"now": now})
+        await repository.move_applications(session, records=moved, now=now)
     history = [
         {"application_id": a["id"], "from_stage": a.get("from_stage"), "to_stage": a["stage"]}
         for a in created + moved
     ]
     if history:
-        await session.execute(INSERT_STAGES, _arrays(history, _STAGE) | {"now": now})
+        await repository.insert_stage_changes(session, records=history, now=now)
     report.applications_created += len(created)
     report.applications_moved += len(moved)
 

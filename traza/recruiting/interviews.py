@@ -5,29 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from traza import clock
 from traza.db.models import Interview
-from traza.recruiting import followups
+from traza.recruiting import followups, repository
 
-ACTIVE = ("scheduled", "confirmed", "rescheduled")
-"""Statuses of an interview that is still going to happen."""
+ACTIVE = repository.ACTIVE
+"""Statuses of an interview that is still going to happen (the repository's statements'
+own; named here too, where the rule is read)."""
 
 CONFIRM = re.compile(r"^interview:confirm:(\d+)$")
-
-# The interview, only if it belongs to the candidate of this conversation.
-OWN_INTERVIEW = text(
-    """
-    SELECT i.id FROM interviews i
-      JOIN applications a ON a.id = i.application_id
-      JOIN candidates k ON k.id = a.candidate_id
-      JOIN conversations c ON c.contact_id = k.contact_id
-     WHERE i.id = :iid AND c.id = :cid
-     FOR UPDATE OF i
-    """
-)
 
 
 class NotConfirmable(ValueError):
@@ -62,7 +50,9 @@ async def confirm_by_button(session: AsyncSession, cid: int, payload: str) -> di
     """Confirm attendance from the button `interview:confirm:<id>` of conversation `cid`."""
     m = CONFIRM.match(payload)
     iid = (
-        (await session.execute(OWN_INTERVIEW, {"iid": int(m.group(1)), "cid": cid})).scalar()
+        await repository.own_interview_id(
+            session, interview_id=int(m.group(1)), conversation_id=cid
+        )
         if m
         else None
     )

@@ -14,33 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import text
 
 from traza.db.engine import autocommit
 from traza.decisions.entities import plain
 from traza.decisions.guardrails import EMAIL, PHONE_REGIONS, People, capitalised_names, phone_key
-
-PEOPLE_SQL = text(
-    """
-    WITH own AS (
-        SELECT ct.wa_id, ct.profile_name, k.id AS candidate_id, k.name, k.email, k.phone
-          FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
-          LEFT JOIN candidates k ON k.contact_id = ct.id
-         WHERE c.id = :cid
-    )
-    SELECT 'own' AS whose, o.wa_id AS phone, o.profile_name AS name, NULL AS email FROM own o
-    UNION ALL SELECT 'own', o.phone, o.name, o.email FROM own o
-    UNION ALL
-    SELECT 'other', k.phone, k.name, k.email FROM candidates k
-     WHERE k.id IS DISTINCT FROM (SELECT candidate_id FROM own)
-       AND (lower(k.name) = ANY(:names) OR lower(k.email) = ANY(:emails)
-            OR right(regexp_replace(coalesce(k.phone, k.wa_id, ''), '\\D', '', 'g'), 8)
-               = ANY(:phones))
-    UNION ALL
-    SELECT 'other', NULL, a.name, a.email FROM agents a
-     WHERE lower(a.name) = ANY(:names) OR lower(a.email) = ANY(:emails)
-    """
-)
+from traza.recruiting import repository
 
 
 def _phones(reply: str) -> list[str]:
@@ -99,14 +77,11 @@ async def people_for_reply(
     strangers = [n for n in names if own_name is None or plain(n) not in own_name]
     if not strangers and not emails and not any(c.isdigit() for c in reply):
         return People(own_names=frozenset({contact_name} if contact_name else ()))
-    params: dict[str, Any] = {
-        "cid": conversation_id,
-        "names": names,
-        "emails": emails,
-        "phones": _phones(reply),
-    }
+    phones = _phones(reply)
     async with autocommit() as conn:
-        rows = (await conn.execute(PEOPLE_SQL, params)).all()
+        rows = await repository.people_named(
+            conn, conversation_id=conversation_id, names=names, emails=emails, phones=phones
+        )
     own = _recorded_own.get() or Own(
         names=frozenset(r.name for r in rows if r.whose == "own" and r.name),
         phones=frozenset(r.phone for r in rows if r.whose == "own" and r.phone),

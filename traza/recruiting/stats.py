@@ -28,111 +28,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import prompts
 from traza import clock
-
-# Candidates the agent has written to, the time of its first message to each, and the
-# handoffs opened in their conversations after it (all time, then filtered).
-_ESCALATIONS = """
-    contacted AS (
-      SELECT k.contact_id, min(k.name) AS candidate, min(m.created_at) AS first_at
-        FROM followups f
-        JOIN candidates k ON k.id = f.candidate_id
-        JOIN messages m ON m.id = f.message_id
-       WHERE f.agent = :agent AND f.status = 'sent' AND k.contact_id IS NOT NULL
-       GROUP BY k.contact_id
-    ), conv AS (
-      SELECT c.id, c.contact_id, contacted.first_at, contacted.candidate
-        FROM conversations c JOIN contacted ON contacted.contact_id = c.contact_id
-    ), esc_all AS (
-      SELECT h.id, h.reason, h.summary, h.status, h.team, h.created_at, conv.candidate
-        FROM handoffs h JOIN conv ON conv.id = h.conversation_id
-       WHERE h.created_at >= conv.first_at
-         AND (CAST(:teams AS text[]) IS NULL OR h.team = ANY(CAST(:teams AS text[])))
-    ), esc AS (
-      SELECT * FROM esc_all
-       WHERE (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz))
-         AND (CAST(:until AS timestamptz) IS NULL OR created_at < CAST(:until AS timestamptz))
-    )
-"""
-
-# A candidate `k` the caller may see named (every candidate when :teams is NULL).
-_VISIBLE = """
-    (CAST(:teams AS text[]) IS NULL OR k.team = ANY(CAST(:teams AS text[])) OR EXISTS (
-        SELECT 1 FROM conversations vc
-         WHERE vc.contact_id = k.contact_id
-           AND (vc.team = ANY(CAST(:teams AS text[])) OR EXISTS (
-                SELECT 1 FROM handoffs vh
-                 WHERE vh.conversation_id = vc.id AND vh.team = ANY(CAST(:teams AS text[]))))))
-"""
-
-_IN_PERIOD = """
-    (CAST(:since AS timestamptz) IS NULL OR {col} >= CAST(:since AS timestamptz))
-    AND (CAST(:until AS timestamptz) IS NULL OR {col} < CAST(:until AS timestamptz))
-"""
-
-FIGURES_SQL = text(
-    f"""
-    WITH f AS (
-      SELECT f.id, f.status, f.fired_at, f.due_at, f.message_id, k.contact_id, m.read_at,
-             m.channel, m.created_at AS msg_at
-        FROM followups f
-        JOIN candidates k ON k.id = f.candidate_id
-        LEFT JOIN messages m ON m.id = f.message_id
-       WHERE f.agent = :agent
-    ), sent AS (
-      SELECT * FROM f
-       WHERE status = 'sent' AND message_id IS NOT NULL AND {_IN_PERIOD.format(col="fired_at")}
-    ), {_ESCALATIONS}
-    SELECT
-      (SELECT count(*) FROM sent) AS sent,
-      (SELECT count(*) FROM sent WHERE channel = 'whatsapp') AS sent_whatsapp,
-      (SELECT count(*) FROM sent WHERE channel = 'whatsapp' AND read_at IS NOT NULL) AS opened,
-      (SELECT count(*) FROM sent s WHERE EXISTS (
-          SELECT 1 FROM messages i JOIN conv ON conv.id = i.conversation_id
-           WHERE conv.contact_id = s.contact_id AND i.direction = 'in'
-             AND i.created_at > s.msg_at)) AS answered,
-      (SELECT count(*) FROM f WHERE status = 'scheduled') AS scheduled,
-      (SELECT count(*) FROM f WHERE status = 'paused'
-          AND {_IN_PERIOD.format(col="coalesce(fired_at, due_at)")}) AS paused,
-      (SELECT count(*) FROM f WHERE status IN ('skipped', 'cancelled')
-          AND {_IN_PERIOD.format(col="coalesce(fired_at, due_at)")}) AS not_sent,
-      (SELECT count(*) FROM esc) AS escalations,
-      (SELECT avg(r.rating) FROM csat_ratings r JOIN esc_all e ON e.id = r.handoff_id
-        WHERE {_IN_PERIOD.format(col="r.created_at")}) AS satisfaction,
-      (SELECT count(*) FROM csat_ratings r JOIN esc_all e ON e.id = r.handoff_id
-        WHERE {_IN_PERIOD.format(col="r.created_at")}) AS ratings
-    """
-)
-
-RECENT_SQL = text(
-    f"""
-    WITH {_ESCALATIONS}
-    SELECT * FROM (
-      SELECT f.fired_at AS at, 'followup' AS kind, f.trigger, f.status, f.reason,
-             k.name AS candidate, CAST(NULL AS bigint) AS handoff_id
-        FROM followups f JOIN candidates k ON k.id = f.candidate_id
-       WHERE f.agent = :agent AND f.fired_at IS NOT NULL
-         AND NOT (f.status = 'sent' AND f.message_id IS NULL)  -- an alert: see its escalation
-         AND {_IN_PERIOD.format(col="f.fired_at")}
-         AND {_VISIBLE}
-      UNION ALL
-      SELECT created_at, 'escalation', NULL, status, reason, candidate, id FROM esc
-    ) a
-     ORDER BY at DESC, handoff_id DESC NULLS LAST LIMIT :limit
-    """
-)
-
-ESCALATED_SQL = text(
-    f"""
-    WITH {_ESCALATIONS}
-    SELECT id AS handoff_id, candidate, reason, summary, status, team, created_at
-      FROM esc ORDER BY created_at DESC, id DESC LIMIT :limit
-    """
-)
+from traza.recruiting import repository
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -199,23 +99,18 @@ async def agent_stats(
     zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Messages sent, open and reply rates, escalations, satisfaction, activity, cases."""
-    params = {
+    period: dict[str, Any] = {
         "agent": agent,
         "since": since,
         "until": until,
         "teams": sorted(teams) if teams is not None else None,
     }
-    row = (await session.execute(FIGURES_SQL, params)).one()
+    row = await repository.agent_figures(session, **period)
     now = clock.now()
-    recent = [
-        dict(r) for r in (await session.execute(RECENT_SQL, params | {"limit": limit})).mappings()
-    ]
+    recent = await repository.agent_activity(session, **period, limit=limit)
     for item in recent:
         item["line"] = activity_line(item, language=language, zone=zone, now=now)
-    cases = [
-        dict(r)
-        for r in (await session.execute(ESCALATED_SQL, params | {"limit": limit})).mappings()
-    ]
+    cases = await repository.agent_escalated_cases(session, **period, limit=limit)
     for case in cases:
         case["state"] = state_text(case["status"], language)
         case["description"] = reason_text(case["reason"], language, "case")
