@@ -54,11 +54,6 @@ _WHY = {
 }
 
 
-async def run_worker(*, name: str, concurrency: int) -> None:
-    """Run traza's job worker on every queue (it waits out database outages) until cancelled."""
-    await traza_worker.run_worker(name=name, concurrency=concurrency)
-
-
 def _unstorable_value(message: str) -> JSONResponse:
     """A 422 shaped like the validation errors, for a value the database refused."""
     detail = [{"loc": ["request"], "msg": message, "type": "unstorable_value"}]
@@ -81,7 +76,9 @@ def create_app(*, worker: bool = False) -> FastAPI:
         task: asyncio.Task[None] | None = None
         if worker:
             concurrency = get_settings().traza_worker_concurrency
-            task = asyncio.create_task(run_worker(name="serve", concurrency=concurrency))
+            task = asyncio.create_task(
+                traza_worker.run_worker(name="serve", concurrency=concurrency)
+            )
         try:
             yield
         finally:

@@ -36,7 +36,6 @@ from traza.trace import kinds
 
 log = logging.getLogger(__name__)
 
-THROTTLED = kinds.ACCESS_THROTTLED
 _PREFIX = re.compile(r"^trz_([A-Za-z0-9]{1,32})_")
 
 
@@ -123,12 +122,12 @@ async def _record(request: Request, data: dict[str, Any]) -> None:
             await trace.record(
                 session,
                 conversation_id=None,
-                kind=THROTTLED,
+                kind=kinds.ACCESS_THROTTLED,
                 actor=trace.system("auth"),
                 data=data,
             )
     except Exception:
-        log.exception("could not record %s", THROTTLED)
+        log.exception("could not record %s", kinds.ACCESS_THROTTLED)
 
 
 def throttle_of(app: FastAPI) -> Throttle:

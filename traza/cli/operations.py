@@ -190,7 +190,6 @@ def rules_check(
     ] = False,
 ) -> None:
     """Validate a rules file (and the follow-up agents); print each problem with its line."""
-    from traza.operations.repository import known_teams  # noqa: PLC0415  (heavy: SQLAlchemy)
     from traza.rules import active  # noqa: PLC0415  (heavy: SQLAlchemy)
     from traza.rules.loader import RulesError, defaults, load_file  # noqa: PLC0415  (heavy: yaml)
 
@@ -198,8 +197,8 @@ def rules_check(
     teams: set[str] | None = None
     if not offline:
 
-        async def work(session: Any) -> set[str]:
-            return await known_teams(session)
+        async def work(_: Any) -> set[str]:  # the rules' own reader (its own connection)
+            return await active.known_teams()
 
         teams = _run(work)
     try:

@@ -74,42 +74,35 @@ async def ensure_open() -> None:
         await app.open_async()
 
 
-def _by_name(task: str, options: dict[str, Any]) -> Any:
-    """A deferrer for the task called `task` (its retry policy is the worker's business)."""
-    return tasks.configure_task(name=task, job_manager=app.job_manager, **options)
+async def _defer_once(task: str, queue: str, key: str, conversation_id: int, delay: float) -> bool:
+    """Queue `task` by name under `key` (lock and queueing lock); False when one waits.
 
-
-async def defer_turn(conversation_id: int, *, delay: float) -> bool:
-    """Queue a turn; False when one is already waiting (it will see the new messages).
-
-    By name: the task (`traza.worker.tasks.process_conversation`) registers on `app`.
+    By name: the task modules (`traza.worker.*`) register on `app`, and the worker applies
+    each task's retry policy.
     """
-    key = turn_job_lock(conversation_id)
-    options: dict[str, Any] = {"queue": TURN_QUEUE, "lock": key, "queueing_lock": key}
+    options: dict[str, Any] = {"queue": queue, "lock": key, "queueing_lock": key}
     if delay > 0:
         options["schedule_in"] = {"seconds": delay}
     await ensure_open()
+    deferrer = tasks.configure_task(name=task, job_manager=app.job_manager, **options)
     try:
-        await _by_name(PROCESS_CONVERSATION, options).defer_async(conversation_id=conversation_id)
+        await deferrer.defer_async(conversation_id=conversation_id)
     except AlreadyEnqueued:
         return False
     return True
 
 
+async def defer_turn(conversation_id: int, *, delay: float) -> bool:
+    """Queue a turn; False when one is already waiting (it will see the new messages)."""
+    key = turn_job_lock(conversation_id)
+    return await _defer_once(PROCESS_CONVERSATION, TURN_QUEUE, key, conversation_id, delay)
+
+
 async def defer_delivery(conversation_id: int, *, delay: float = 0) -> None:
     """Queue delivery of a conversation's outbox (one waiting job per conversation)."""
     key = send_job_lock(conversation_id)
-    options: dict[str, Any] = {"queue": SEND_QUEUE, "lock": key, "queueing_lock": key}
-    if delay > 0:
-        options["schedule_in"] = {"seconds": delay}
-    await ensure_open()
-    try:
-        await _by_name(DELIVER_OUTBOX, options).defer_async(conversation_id=conversation_id)
-    except AlreadyEnqueued:
-        pass
+    await _defer_once(DELIVER_OUTBOX, SEND_QUEUE, key, conversation_id, delay)
 
-
-OPS_QUEUE = "operations"
 
 # A job due later gets a priority below 0 that rises with how early it is due (minus its
 # due minute since the epoch). procrastinate fetches by (priority DESC, id): with every

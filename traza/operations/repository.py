@@ -89,11 +89,6 @@ async def team_names(session: AsyncSession) -> list[str]:
     return list((await session.execute(select(Team.name).order_by(Team.name))).scalars())
 
 
-async def known_teams(session: AsyncSession) -> set[str]:
-    """Team names in the database (rules may only name these)."""
-    return set((await session.execute(text("SELECT name FROM teams"))).scalars())
-
-
 async def assignable_memberships(session: AsyncSession) -> list[tuple[str, str]]:
     """(agent, team) of every enabled person's team membership, by agent then team."""
     rows = await session.execute(

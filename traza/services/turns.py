@@ -19,7 +19,6 @@ from traza.db.locks import conversation_lock
 from traza.db.models import Conversation
 from traza.operations import handoffs
 from traza.operations.assignment import give
-from traza.operations.handoffs import customer_waiting
 from traza.outbound.sender import RetryLater, deliver
 from traza.rules import active
 from traza.services.runtime import conversation_graph, thread_config
@@ -82,7 +81,7 @@ async def _hold_for_human(conversation_id: int, ids: list[int]) -> str:
         handoff = await handoffs.current_handoff(session, conversation_id)
         await repo.mark_processed(session, ids, handoff_id=handoff.id if handoff else None)
         if handoff is not None:
-            await customer_waiting(session, handoff, rules)
+            await handoffs.customer_waiting(session, handoff, rules)
         await trace.record(
             session,
             conversation_id=conversation_id,
