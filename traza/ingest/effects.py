@@ -10,7 +10,11 @@ understand:
 - a **system** change of number or of user id updates the contact; an identity change is
   recorded; none is answered;
 - a **call-permission answer** and **call events** are recorded on the contact;
-- a **Flow completion** stores its answers on the candidate's profile (`flows.<name>`).
+- a **Flow completion** stores its answers on the candidate's profile (`flows.<name>`);
+- a **reaction** is recorded (`message.reacted`); where the rules say so
+  (`reactions.confirm_interview`), a positive one to an interview confirmation request is
+  the candidate's answer: it carries that request's confirm payload and runs a turn, so
+  it is decided exactly as a press of the "confirm" button.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from traza import trace
+from traza.db.queue import PROCESS_CONVERSATION, TURN_QUEUE, defer_in, turn_job_lock
 from traza.ingest.payload import CallEvent, InboundMessage
+from traza.rules import active
 from traza.trace import kinds
 
-EFFECT_TYPES = frozenset({"edit", "revoke", "system", "call_permission", "flow"})
+EFFECT_TYPES = frozenset({"edit", "revoke", "system", "call_permission", "flow", "reaction"})
 """Types whose storage changes other rows (they take the transactional store path)."""
 
 EDIT = text(
@@ -49,6 +55,27 @@ REVOKE = text(
     RETURNING id
     """
 )
+REACTED_TO = text(
+    "SELECT content FROM messages"
+    " WHERE wa_message_id = :wamid AND direction = 'out' AND conversation_id = :cid"
+)
+# The reaction becomes the turn's answer: unprocessed, with the request's payload; as a
+# message from the candidate it opens the 24-hour window like any other (for the reply).
+AS_ANSWER = text(
+    """
+    WITH m AS (
+      UPDATE messages SET processed_at = NULL,
+        content = content || jsonb_build_object('payload', CAST(:payload AS text))
+      WHERE wa_message_id = :wamid AND direction = 'in' AND conversation_id = :cid
+      RETURNING wa_timestamp
+    )
+    UPDATE conversations c
+       SET last_inbound_at = GREATEST(c.last_inbound_at, (SELECT wa_timestamp FROM m))
+     WHERE c.id = :cid
+    """
+)
+CONFIRM_PREFIX = "interview:confirm:"
+_EMOJI_VARIANTS = dict.fromkeys([0xFE0F, *range(0x1F3FB, 0x1F400)])  # selector, skin tones
 CONTACT_OF = text(
     "SELECT c.contact_id, k.id AS candidate_id FROM conversations c "
     "LEFT JOIN candidates k ON k.contact_id = c.contact_id WHERE c.id = :cid"
@@ -151,6 +178,50 @@ async def apply(conn: AsyncConnection, message: InboundMessage, conversation_id:
         )
     elif message.type == "flow":
         await _flow_completed(conn, content, conversation_id)
+    elif message.type == "reaction":
+        await _reaction(conn, message, conversation_id)
+
+
+def plain_emoji(emoji: str) -> str:
+    """The emoji without skin tone or variation selector ("👍🏽" and "👍" are one answer)."""
+    return emoji.translate(_EMOJI_VARIANTS).strip()
+
+
+def confirm_payload(content: dict[str, Any]) -> str | None:
+    """The interview-confirm payload of an outbound message's buttons, if it asked for one."""
+    buttons = content.get("buttons")
+    ids = [b.get("id") for b in buttons if isinstance(b, dict)] if isinstance(buttons, list) else []
+    payloads = content.get("button_payloads")
+    ids += payloads if isinstance(payloads, list) else []
+    return next((p for p in ids if isinstance(p, str) and p.startswith(CONFIRM_PREFIX)), None)
+
+
+async def _reaction(conn: AsyncConnection, message: InboundMessage, cid: int) -> None:
+    content = message.content
+    reacted_to, emoji = content.get("message_id"), str(content.get("emoji") or "")
+    data: dict[str, Any] = {"reacted_to": reacted_to, "emoji": emoji, "removed": not emoji}
+    reactions = (await active.current()).rules.reactions
+    positive = {plain_emoji(e) for e in reactions.positive}
+    if reactions.confirm_interview and emoji and plain_emoji(emoji) in positive:
+        row = (await conn.execute(REACTED_TO, {"wamid": reacted_to, "cid": cid})).first()
+        payload = confirm_payload(row.content or {}) if row is not None else None
+        if payload is not None:
+            await conn.execute(
+                AS_ANSWER, {"payload": payload, "wamid": message.wa_message_id, "cid": cid}
+            )
+            lock = turn_job_lock(cid)
+            await defer_in(
+                conn,
+                PROCESS_CONVERSATION,
+                {"conversation_id": cid},
+                lock=lock,
+                queueing_lock=lock,
+                queue=TURN_QUEUE,
+            )
+            data["counts_as"] = payload
+    await trace.record(
+        conn, conversation_id=cid, kind=kinds.MESSAGE_REACTED, actor=trace.CUSTOMER, data=data
+    )
 
 
 async def _system_change(conn: AsyncConnection, content: dict[str, Any], cid: int) -> None:

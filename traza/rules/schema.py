@@ -267,6 +267,19 @@ class Csat(_Strict):
     question: str | None = None
 
 
+POSITIVE_REACTIONS = ("👍", "✅", "👌", "✔", "☑", "🙌", "💯", "🤝")
+"""Reactions that read as "yes" (skin tones and the emoji variation selector are ignored)."""
+
+
+class Reactions(_Strict):
+    """What a WhatsApp reaction may count as. By default it is recorded and never answers."""
+
+    confirm_interview: bool = False
+    """A positive reaction to an interview confirmation request confirms attendance."""
+    positive: list[str] = Field(default=list(POSITIVE_REACTIONS), min_length=1)
+    """The reactions that count as a "yes"."""
+
+
 class OptOutPolicy(_Strict):
     """When an opt-out acts and when it only asks."""
 
@@ -360,6 +373,7 @@ class Rules(_Strict):
     integrations: dict[str, Integration] = {}
     csat: Csat = Csat()
     judgment: JudgmentPolicy = JudgmentPolicy()
+    reactions: Reactions = Reactions()
 
 
 def references(rules: Rules, known_teams: set[str] | None) -> list[tuple[tuple[Any, ...], str]]:
