@@ -19,6 +19,8 @@ from traza.decisions.textmodel import NO_INTENT, TextModel, fold
 from traza.rules.schema import JudgmentPolicy
 
 OptOut = Literal["act", "ask"]
+OPT_IN_DOUBT = 0.1
+"""An `opt_in` score from which an opt-out is not clear enough to act on (it asks)."""
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document"})
 KIND_INTENTS = {
     "location": "location",
@@ -80,6 +82,30 @@ def _stop_cue(folded: str, words: list[str]) -> bool:
     plain = re.sub(r"[^\w\s]", " ", folded.replace("'", ""))
     plain = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), " ".join(plain.split()))
     return bool(entities.word_pattern(tuple(words)).search(plain))
+
+
+def _clear_opt_out(
+    folded: str, scores: dict[str, float], keywords: dict[str, Any], policy: JudgmentPolicy
+) -> bool:
+    """Whether an opt-out the model is sure of is also clear enough to act on without asking.
+
+    It must say "stop" in some form; and nothing in it may pull the other way: no
+    ambiguity or coming-back head at its threshold, no escalation head firing (a complaint
+    or a question that uses stop words: "STOP CHANGING THE DATE"), no question mark and no
+    contrast word ("puse STOP pero fue mi hermano"). Each of these only turns acting into
+    asking — the candidate who meant it answers one button.
+    """
+    if not _stop_cue(folded, keywords["opt_out_cues"]):
+        return False
+    if scores.get("unclear_opt_out", 0.0) >= policy.threshold("unclear_opt_out"):
+        return False
+    if scores.get("opt_in", 0.0) >= OPT_IN_DOUBT:
+        return False
+    if any(scores.get(h, 0.0) >= policy.threshold(h) for h in judgment.ESCALATION):
+        return False
+    if "?" in folded:
+        return False
+    return not entities.word_pattern(tuple(keywords["opt_out_contrasts"])).search(folded)
 
 
 def _whole_message(folded: str, words: list[str]) -> str | None:
@@ -215,8 +241,8 @@ def classify_turn(
     assert scored is not None  # a non-empty text was scored above
     scores, intent_scores = scored.heads, scored.intents
     s = signals_from_scores(scores, intent_scores, policy)
-    if s["opt_out_mode"] == "act" and not _stop_cue(folded, keywords["opt_out_cues"]):
-        s["opt_out_mode"] = "ask"  # precision first: no "stop" in the words, so ask
+    if s["opt_out_mode"] == "act" and not _clear_opt_out(folded, scores, keywords, policy):
+        s["opt_out_mode"] = "ask"  # precision first: anything short of clear only asks
     return Classification(
         intent=s["intent"],
         language=lang,

@@ -73,6 +73,7 @@ def _words(words: list[str]) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     """Any of `words` on word boundaries, in plain text; a trailing `*` matches any ending.
 
