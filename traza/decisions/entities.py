@@ -48,6 +48,7 @@ class Vocabulary:
     refusals: re.Pattern[str]
     confidential: re.Pattern[str]
     others_patterns: tuple[re.Pattern[str], ...]
+    slang_amount: re.Pattern[str] | None = None
 
 
 def plain(text: str) -> str:
@@ -81,6 +82,13 @@ def word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     return _words(list(words))
 
 
+# A slang money unit with an article or a count word and no digits: "un palo y medio",
+# "medio palo", "uns paus", "el palo": the amount is the unit itself.
+_SLANG_COUNT = (
+    r"un|una|unos|unas|el|del|al|medio|media|uns|umas|um|uma|o|do|dos|tres|tres|cuatro|"
+    r"cinco|duas|quatro|a couple|a few|couple|few"
+)
+
 AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d+)?"
 
 
@@ -99,6 +107,7 @@ def compile_vocabulary(
     refusals: tuple[str, ...],
     confidential: tuple[str, ...],
     others_patterns: tuple[str, ...] = (),
+    slang_units: tuple[str, ...] = (),
 ) -> Vocabulary:
     """Compile the policy's word lists once."""
     cur = _alternation(list(currencies))
@@ -127,6 +136,11 @@ def compile_vocabulary(
         refusals=_words(list(refusals)),
         confidential=_words(list(confidential)),
         others_patterns=tuple(re.compile(p) for p in others_patterns),
+        slang_amount=re.compile(
+            rf"(?<!\w)(?:{_SLANG_COUNT})\s(?:{_alternation(list(slang_units))})(?!\w)"
+        )
+        if slang_units
+        else None,
     )
 
 
@@ -189,9 +203,15 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
                     ):
                         continue
                 add("salary", m.group(0), detail)
+        if vocab.slang_amount is not None:
+            for m in vocab.slang_amount.finditer(variant):
+                if not _refused(vocab.refusals, variant, m.start()):
+                    add("salary", m.group(0), "slang amount")
         for m in vocab.pay_words.finditer(variant):
             window = variant[m.end() : m.end() + WINDOW]
             window = re.split(r"[.!?;\n]", window)[0]
+            if m.group(0) == "piso" and re.match(r"\s?\d{1,2}(?!\d)", window):
+                continue  # "piso 7, oficina 704": a building's floor, not a pay floor
             for n in re.finditer(AMOUNT, window):
                 number = n.group(0)
                 digits = re.sub(r"\D", "", number)
@@ -231,7 +251,9 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
                 if not _refused(vocab.refusals, variant, m.start()):
                     add("other_candidates", m.group(0), "ranking or count of other applicants")
         for m in vocab.congrats.finditer(variant):
-            window = variant[m.start() : m.end() + WINDOW]
+            # the outcome word must be in the congratulations' own sentence: "Congrats on
+            # finishing the test! The team will review it" congratulates the test
+            window = re.split(r"[.!?;\n]", variant[m.start() : m.end() + WINDOW])[0]
             o = vocab.outcome_words.search(window)
             if o and not _refused(vocab.refusals, variant, m.start()):
                 add(
