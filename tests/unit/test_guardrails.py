@@ -186,6 +186,7 @@ def _entity_categories(text: str) -> set[str]:
         ("Dá uns três paus com o VR", "salary"),
         ("Hay 50 candidaturas para este puesto", "other_candidates"),
         ("Tem mais 3 candidatos concorrendo", "other_candidates"),
+        ("Lamentablemente la búsqueda se cerró con otro candidato.", "other_candidates"),
         ("After the interview, the team won't be extending an offer.", "hiring_decision"),
     ],
 )
@@ -200,6 +201,7 @@ def test_the_entity_layer_reads_slang_amounts_counts_and_indirect_outcomes(
     [
         "Congrats on finishing the assessment! The team will review it this week.",
         "La entrevista es en el piso 7, oficina 704.",
+        "La dinámica es en grupo con otros postulantes, llega 10 minutos antes.",
         "The green checkmark means your documents were accepted, not that you were selected.",
     ],
 )

@@ -267,10 +267,19 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
             conditional = re.search(
                 r"(?<!\w)(?:si|if|se|caso)\s+(?:tu|su|your|seu|sua|teu|tua)\s", before[-1]
             )
+            # "la dinámica es en grupo con otros postulantes": the format of a group stage,
+            # when nothing in the rest of the sentence is said of them
+            company = re.search(
+                r"(?<!\w)(?:dinamica|grup\w*|group|turma|panel)(?!\w).*"
+                r"(?<!\w)(?:con|with|com|junto a|along with)\s$",
+                before[-1],
+            )
+            said = re.search(r"\w", rest) and not re.match(r"\s*(?:,|\)|y |and |e )", rest)
             if (
                 _refused(vocab.refusals, variant, m.start())
                 or vocab.confidential.search(rest)
                 or conditional
+                or (company and not said)
             ):
                 continue
             add("other_candidates", m.group(0), "about other applicants")
