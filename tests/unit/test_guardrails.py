@@ -187,6 +187,8 @@ def _entity_categories(text: str) -> set[str]:
         ("Hay 50 candidaturas para este puesto", "other_candidates"),
         ("Tem mais 3 candidatos concorrendo", "other_candidates"),
         ("Lamentablemente la búsqueda se cerró con otro candidato.", "other_candidates"),
+        ("Aún no sale oficialmente, pero ya te eligieron.", "hiring_decision"),
+        ("Não posso falar oficialmente, mas pode pedir demissão.", "hiring_decision"),
         ("After the interview, the team won't be extending an offer.", "hiring_decision"),
     ],
 )
@@ -229,6 +231,8 @@ def test_a_refusal_raises_the_classifier_threshold() -> None:
     assert pol.threshold("hiring_decision", "Tu documento fue aprobado.") == base
     refusal = "No puedo decirte si quedaste; el equipo te escribe."
     assert pol.threshold("hiring_decision", refusal) == max(base, raised)
+    taken_back = "No puedo confirmarlo oficialmente, pero ya podés avisar en tu trabajo."
+    assert pol.threshold("hiring_decision", taken_back) == base
     data = dict(prompts.load("guardrails")) | {"classifier": {"refusal_threshold": 2}}
     with pytest.raises(PolicyError, match="refusal_threshold"):
         parse_policy(data)

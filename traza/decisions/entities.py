@@ -148,11 +148,26 @@ _TIME = re.compile(r"^\d{1,2}[:h]\d{2}$")
 _MONEYISH = re.compile(r"\d{3,}|\d[.,]\d{3}|\d+\s?(?:k|mil|lpa)\b")
 
 
+# After a refusal, a contrast takes it back: "no puedo confirmarlo, pero ya te eligieron",
+# "I can't say it officially, but…", "entre nos": what follows is stated, not refused.
+CONTRAST = re.compile(
+    r"(?<!\w)(?:pero|but|aunque|although|though|sin embargo|however|no obstante|porem|contudo|"
+    r"entretanto|entre nos|between us|off the record|extraoficialmente|unofficially)(?!\w)"
+    r"|,\s?mas(?!\w)"
+)
+
+
 def _refused(refusals: re.Pattern[str], text: str, start: int) -> bool:
-    """A refusal or deferral shortly before `start`, in the same sentence."""
+    """A refusal or deferral shortly before `start`, in the same sentence, not taken back."""
     before = text[max(0, start - REFUSAL_WINDOW) : start]
     before = re.split(r"[.!?;\n]", before)[-1]
-    return bool(refusals.search(before))
+    return holds_refusal(refusals, before)
+
+
+def holds_refusal(refusals: re.Pattern[str], text: str) -> bool:
+    """Whether plain `text` holds a refusal or deferral that no contrast takes back."""
+    ends = [m.end() for m in refusals.finditer(text)]
+    return bool(ends) and not CONTRAST.search(text, ends[-1])
 
 
 def _asked(text: str, match: re.Match[str]) -> bool:

@@ -148,13 +148,14 @@ class GuardrailPolicy(_Strict):
 
         With `text`: a reply that holds one of the entity layer's refusals or deferrals
         ("I can't tell you whether you got the job") needs `refusal_threshold` at least,
-        since such replies carry the trap words without stating anything.
+        since such replies carry the trap words without stating anything; unless a
+        contrast takes the refusal back ("I can't say it officially, but…").
         """
         base = self.classifier.thresholds.get(category, 0.5)
         raised = self.classifier.refusal_threshold
         if text is None or raised is None or raised <= base:
             return base
-        refused = self.vocabulary().refusals.search(entities.plain(text))
+        refused = entities.holds_refusal(self.vocabulary().refusals, entities.plain(text))
         return raised if refused else base
 
     def flagged(self, scores: dict[str, float], text: str) -> list[str]:
