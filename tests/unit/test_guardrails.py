@@ -171,3 +171,68 @@ def test_the_operator_extends_the_allow_list(
         monkeypatch.delenv("TRAZA_CONFIG_DIR")
         get_settings.cache_clear()
     assert not check_reply("Pregunta por Laura en el 600 111 222").allowed
+
+
+def _entity_categories(text: str) -> set[str]:
+    from traza.decisions import entities  # noqa: PLC0415
+
+    return {f.category for f in entities.find(text, guardrails.policy().vocabulary())}
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Te pagan un palo y medio por mes", "salary"),
+        ("Dá uns três paus com o VR", "salary"),
+        ("Hay 50 candidaturas para este puesto", "other_candidates"),
+        ("Tem mais 3 candidatos concorrendo", "other_candidates"),
+        ("Lamentablemente la búsqueda se cerró con otro candidato.", "other_candidates"),
+        ("Aún no sale oficialmente, pero ya te eligieron.", "hiring_decision"),
+        ("Não posso falar oficialmente, mas pode pedir demissão.", "hiring_decision"),
+        ("After the interview, the team won't be extending an offer.", "hiring_decision"),
+    ],
+)
+def test_the_entity_layer_reads_slang_amounts_counts_and_indirect_outcomes(
+    text: str, category: str
+) -> None:
+    assert category in _entity_categories(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Congrats on finishing the assessment! The team will review it this week.",
+        "La entrevista es en el piso 7, oficina 704.",
+        "La dinámica es en grupo con otros postulantes, llega 10 minutos antes.",
+        "The green checkmark means your documents were accepted, not that you were selected.",
+    ],
+)
+def test_the_entity_layer_leaves_these_alone(text: str) -> None:
+    assert _entity_categories(text) == set()
+
+
+def test_a_contact_the_sentence_then_calls_the_candidates_own_passes() -> None:
+    pol = guardrails.policy()
+
+    def people(text: str) -> list[object]:
+        return list(guardrails._people_findings(text, None, pol.allow, pol.contact_cues))
+
+    assert people("Cambié tu correo a ana.l92@gmail.com, como me pediste.") == []
+    assert people("Updated your number to (512) 555-0147 as you asked.") == []
+    assert people("Escríbele a ana.l92@gmail.com.")  # whose, it does not say
+    assert people("Llama a 55 6123 4478. Como me pediste, ya lo anoté.")  # next sentence
+
+
+def test_a_refusal_raises_the_classifier_threshold() -> None:
+    pol = guardrails.policy()
+    raised = pol.classifier.refusal_threshold
+    assert raised is not None
+    base = pol.threshold("hiring_decision")
+    assert pol.threshold("hiring_decision", "Tu documento fue aprobado.") == base
+    refusal = "No puedo decirte si quedaste; el equipo te escribe."
+    assert pol.threshold("hiring_decision", refusal) == max(base, raised)
+    taken_back = "No puedo confirmarlo oficialmente, pero ya podés avisar en tu trabajo."
+    assert pol.threshold("hiring_decision", taken_back) == base
+    data = dict(prompts.load("guardrails")) | {"classifier": {"refusal_threshold": 2}}
+    with pytest.raises(PolicyError, match="refusal_threshold"):
+        parse_policy(data)

@@ -48,6 +48,7 @@ class Vocabulary:
     refusals: re.Pattern[str]
     confidential: re.Pattern[str]
     others_patterns: tuple[re.Pattern[str], ...]
+    slang_amount: re.Pattern[str] | None = None
 
 
 def plain(text: str) -> str:
@@ -82,6 +83,13 @@ def word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     return _words(list(words))
 
 
+# A slang money unit with an article or a count word and no digits: "un palo y medio",
+# "medio palo", "uns paus", "el palo": the amount is the unit itself.
+_SLANG_COUNT = (
+    r"un|una|unos|unas|el|del|al|medio|media|uns|umas|um|uma|o|do|dos|tres|tres|cuatro|"
+    r"cinco|duas|quatro|a couple|a few|couple|few"
+)
+
 AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d+)?"
 
 
@@ -100,6 +108,7 @@ def compile_vocabulary(
     refusals: tuple[str, ...],
     confidential: tuple[str, ...],
     others_patterns: tuple[str, ...] = (),
+    slang_units: tuple[str, ...] = (),
 ) -> Vocabulary:
     """Compile the policy's word lists once."""
     cur = _alternation(list(currencies))
@@ -128,6 +137,11 @@ def compile_vocabulary(
         refusals=_words(list(refusals)),
         confidential=_words(list(confidential)),
         others_patterns=tuple(re.compile(p) for p in others_patterns),
+        slang_amount=re.compile(
+            rf"(?<!\w)(?:{_SLANG_COUNT})\s(?:{_alternation(list(slang_units))})(?!\w)"
+        )
+        if slang_units
+        else None,
     )
 
 
@@ -135,11 +149,26 @@ _TIME = re.compile(r"^\d{1,2}[:h]\d{2}$")
 _MONEYISH = re.compile(r"\d{3,}|\d[.,]\d{3}|\d+\s?(?:k|mil|lpa)\b")
 
 
+# After a refusal, a contrast takes it back: "no puedo confirmarlo, pero ya te eligieron",
+# "I can't say it officially, but…", "entre nos": what follows is stated, not refused.
+CONTRAST = re.compile(
+    r"(?<!\w)(?:pero|but|aunque|although|though|sin embargo|however|no obstante|porem|contudo|"
+    r"entretanto|entre nos|between us|off the record|extraoficialmente|unofficially)(?!\w)"
+    r"|,\s?mas(?!\w)"
+)
+
+
 def _refused(refusals: re.Pattern[str], text: str, start: int) -> bool:
-    """A refusal or deferral shortly before `start`, in the same sentence."""
+    """A refusal or deferral shortly before `start`, in the same sentence, not taken back."""
     before = text[max(0, start - REFUSAL_WINDOW) : start]
     before = re.split(r"[.!?;\n]", before)[-1]
-    return bool(refusals.search(before))
+    return holds_refusal(refusals, before)
+
+
+def holds_refusal(refusals: re.Pattern[str], text: str) -> bool:
+    """Whether plain `text` holds a refusal or deferral that no contrast takes back."""
+    ends = [m.end() for m in refusals.finditer(text)]
+    return bool(ends) and not CONTRAST.search(text, ends[-1])
 
 
 def _asked(text: str, match: re.Match[str]) -> bool:
@@ -190,9 +219,15 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
                     ):
                         continue
                 add("salary", m.group(0), detail)
+        if vocab.slang_amount is not None:
+            for m in vocab.slang_amount.finditer(variant):
+                if not _refused(vocab.refusals, variant, m.start()):
+                    add("salary", m.group(0), "slang amount")
         for m in vocab.pay_words.finditer(variant):
             window = variant[m.end() : m.end() + WINDOW]
             window = re.split(r"[.!?;\n]", window)[0]
+            if m.group(0) == "piso" and re.match(r"\s?\d{1,2}(?!\d)", window):
+                continue  # "piso 7, oficina 704": a building's floor, not a pay floor
             for n in re.finditer(AMOUNT, window):
                 number = n.group(0)
                 digits = re.sub(r"\D", "", number)
@@ -232,7 +267,9 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
                 if not _refused(vocab.refusals, variant, m.start()):
                     add("other_candidates", m.group(0), "ranking or count of other applicants")
         for m in vocab.congrats.finditer(variant):
-            window = variant[m.start() : m.end() + WINDOW]
+            # the outcome word must be in the congratulations' own sentence: "Congrats on
+            # finishing the test! The team will review it" congratulates the test
+            window = re.split(r"[.!?;\n]", variant[m.start() : m.end() + WINDOW])[0]
             o = vocab.outcome_words.search(window)
             if o and not _refused(vocab.refusals, variant, m.start()):
                 add(
@@ -246,10 +283,19 @@ def find(text: str, vocab: Vocabulary) -> list[Finding]:
             conditional = re.search(
                 r"(?<!\w)(?:si|if|se|caso)\s+(?:tu|su|your|seu|sua|teu|tua)\s", before[-1]
             )
+            # "la dinámica es en grupo con otros postulantes": the format of a group stage,
+            # when nothing in the rest of the sentence is said of them
+            company = re.search(
+                r"(?<!\w)(?:dinamica|grup\w*|group|turma|panel)(?!\w).*"
+                r"(?<!\w)(?:con|with|com|junto a|along with)\s$",
+                before[-1],
+            )
+            said = re.search(r"\w", rest) and not re.match(r"\s*(?:,|\)|y |and |e )", rest)
             if (
                 _refused(vocab.refusals, variant, m.start())
                 or vocab.confidential.search(rest)
                 or conditional
+                or (company and not said)
             ):
                 continue
             add("other_candidates", m.group(0), "about other applicants")

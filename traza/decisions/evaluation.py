@@ -273,7 +273,7 @@ def guardrail_report(
     for e, (s, _, _) in zip(examples, scores, strict=True):
         found = entities.find(e.text, vocab)
         people = guardrails._people_findings(e.text, None, pol.allow, pol.contact_cues)
-        flagged = [c for c in guardrails.CATEGORIES if s.get(c, 0.0) >= pol.threshold(c)]
+        flagged = pol.flagged(s, e.text)
         layers = {
             "entities": {f.category for f in found},
             "people": {f.category for f in people},

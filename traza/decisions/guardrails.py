@@ -78,6 +78,8 @@ class ClassifierPolicy(_Strict):
     """Calibrated score at which the reply classifier blocks each category."""
 
     thresholds: dict[str, float] = {}
+    refusal_threshold: float | None = Field(default=None, ge=0, le=1)
+    """Score a category needs, at least, in a reply that holds a refusal or deferral."""
 
     @model_validator(mode="after")
     def _known(self) -> ClassifierPolicy:
@@ -105,6 +107,7 @@ class EntityLists(_Strict):
     refusals: list[str] = Field(min_length=1)
     confidential: list[str] = Field(min_length=1)
     others_patterns: list[str] = []
+    slang_units: list[str] = []
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> EntityLists:
@@ -140,9 +143,24 @@ class GuardrailPolicy(_Strict):
             )
         return self
 
-    def threshold(self, category: str) -> float:
-        """The reply classifier's threshold for a category (default 0.5)."""
-        return self.classifier.thresholds.get(category, 0.5)
+    def threshold(self, category: str, text: str | None = None) -> float:
+        """The reply classifier's threshold for a category (default 0.5).
+
+        With `text`: a reply that holds one of the entity layer's refusals or deferrals
+        ("I can't tell you whether you got the job") needs `refusal_threshold` at least,
+        since such replies carry the trap words without stating anything; unless a
+        contrast takes the refusal back ("I can't say it officially, but…").
+        """
+        base = self.classifier.thresholds.get(category, 0.5)
+        raised = self.classifier.refusal_threshold
+        if text is None or raised is None or raised <= base:
+            return base
+        refused = entities.holds_refusal(self.vocabulary().refusals, entities.plain(text))
+        return raised if refused else base
+
+    def flagged(self, scores: dict[str, float], text: str) -> list[str]:
+        """The categories whose classifier score reaches its threshold for `text`."""
+        return [c for c in CATEGORIES if scores.get(c, 0.0) >= self.threshold(c, text)]
 
     def vocabulary(self) -> Vocabulary:
         """The entity layer's compiled vocabularies."""
@@ -161,6 +179,7 @@ class GuardrailPolicy(_Strict):
             tuple(e.refusals),
             tuple(e.confidential),
             tuple(e.others_patterns),
+            tuple(e.slang_units),
         )
 
 
@@ -261,12 +280,21 @@ def capitalised_names(text: str) -> list[str]:
     return out
 
 
-def _claimed(text: str, start: int, cues: ContactCues) -> bool:
-    """The sentence before a phone or e-mail says it is the candidate's or the business's."""
+def _claimed(text: str, start: int, cues: ContactCues, end: int | None = None) -> bool:
+    """The sentence around a phone or e-mail says it is the candidate's or the business's.
+
+    Before it, an own or a business cue ("tu numero", "call us at"); after it, in the same
+    sentence, an own cue only ("..., como me lo indico", "..., as you asked").
+    """
     before = re.split(r"[.!?\n]", text[max(0, start - 90) : start])[-1]
     before = entities.plain(before)
     words = tuple(cues.own + cues.business)
-    return bool(words and entities.word_pattern(words).search(before))
+    if words and entities.word_pattern(words).search(before):
+        return True
+    if end is None or not cues.own:
+        return False
+    after = re.split(r"(?<!\w)[.!?](?!\w)|\n", text[end : end + 60])[0]
+    return bool(entities.word_pattern(tuple(cues.own)).search(entities.plain(after)))
 
 
 def _people_findings(
@@ -286,7 +314,7 @@ def _people_findings(
             findings.append(
                 Finding("people", "other_candidates", m.group(0), "another person's e-mail")
             )
-        elif domain not in domains and not _claimed(text, m.start(), cues):
+        elif domain not in domains and not _claimed(text, m.start(), cues, m.end()):
             findings.append(
                 Finding(
                     "people",
@@ -309,7 +337,7 @@ def _people_findings(
                 continue
             if key in others:
                 detail = "another person's phone"
-            elif _claimed(text, match.start, cues):
+            elif _claimed(text, match.start, cues, match.end):
                 continue
             else:
                 detail = "a phone that is not the candidate's"
@@ -509,8 +537,7 @@ def offline_layers(
     scores = model.score(text).heads
     flagged = [
         Finding("classifier", c, text[:80], f"score {scores[c]:.2f}")
-        for c in CATEGORIES
-        if scores.get(c, 0.0) >= pol.threshold(c)
+        for c in pol.flagged(scores, text)
     ]
     layers.append(_layer("classifier", flagged, scores=scores))
     return layers, model.version
