@@ -76,9 +76,12 @@ def test_explain_shows_every_head_and_what_drove_it() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["model"].startswith("judgment-")
-    assert set(data["heads"]) == set(judgment.SIGNALS)
+    assert set(data["heads"]) == {judgment.ESCALATE, *judgment.SIGNALS}
     negotiation = data["heads"]["negotiation"]
     assert negotiation["fires"] and negotiation["features"]
+    escalate = data["heads"][judgment.ESCALATE]
+    assert escalate["fires"] and escalate["score"] >= escalate["threshold"]
+    assert any(name == "negotiation" for name, _ in escalate["features"])
     assert data["intent"] == "salary"
     empty = traza_cli("judgment", "explain", "  ", env=dict(os.environ))
     assert empty.returncode == 2 and "non-empty" in empty.stderr

@@ -55,7 +55,7 @@ def test_clear_messages_fire_their_head(text: str, signal: str) -> None:
     c = classify_turn([text])
     assert getattr(c, signal), (text, c.scores)
     assert c.source == "model" and c.model and c.model.startswith("judgment-")
-    assert set(c.scores) == set(judgment.SIGNALS)
+    assert set(c.scores) == {*judgment.SIGNALS, judgment.ESCALATE}
     assert not c.opt_out
 
 
@@ -152,22 +152,31 @@ def test_language_keeps_the_conversation_language_when_a_turn_says_nothing() -> 
 
 def test_scores_become_signals_by_the_policy() -> None:
     policy = JudgmentPolicy()
-    low = dict.fromkeys(judgment.SIGNALS, 0.0)
+    gate = policy.threshold(judgment.ESCALATE)
+    low = dict.fromkeys(judgment.SIGNALS, 0.0) | {judgment.ESCALATE: 0.0}
     s = signals_from_scores(low, {"greeting": 0.9}, policy)
     assert s["intent"] == "greeting" and not s["uncertain"] and s["opt_out_mode"] is None
-    s = signals_from_scores(low | {"out_of_scope": 0.95}, {"greeting": 0.9}, policy)
+    # A person is needed (the stacked head) and a reason fires (its own head).
+    s = signals_from_scores(low | {"out_of_scope": 0.95, judgment.ESCALATE: 0.9}, {}, policy)
     assert s["out_of_scope"] and not s["uncertain"]
-    between = policy.uncertain_from + (policy.threshold("frustration") - policy.uncertain_from) / 2
-    s = signals_from_scores(low | {"frustration": between}, {"none": 0.9}, policy)
+    # A lit head the stacked head does not back is no escalation.
+    s = signals_from_scores(low | {"out_of_scope": 0.95, judgment.ESCALATE: gate / 2}, {}, policy)
+    assert not s["out_of_scope"] and not s["uncertain"]
+    # A person is needed, no reason is decisive: uncertain.
+    s = signals_from_scores(low | {"frustration": 0.3, judgment.ESCALATE: gate}, {}, policy)
     assert s["uncertain"] and not s["frustration"]
+    # A model without a stacked head lets each head decide alone.
+    no_stack = dict.fromkeys(judgment.SIGNALS, 0.0)
+    assert signals_from_scores(no_stack | {"frustration": 0.9}, {}, policy)["frustration"]
     s = signals_from_scores(low | {"opt_out": policy.opt_out.act}, {}, policy)
     assert s["opt_out_mode"] == "act"
     s = signals_from_scores(low | {"opt_out": policy.opt_out.ask}, {}, policy)
     assert s["opt_out_mode"] == "ask"
-    s = signals_from_scores(low | {"negotiation": 0.99}, {"job_info": 0.9}, policy)
+    s = signals_from_scores(low | {"negotiation": 0.99, judgment.ESCALATE: 0.99}, {}, policy)
     assert s["intent"] == "salary"
     strict = JudgmentPolicy(thresholds={"out_of_scope": 0.99})
-    assert not signals_from_scores(low | {"out_of_scope": 0.95}, {}, strict)["out_of_scope"]
+    sure = low | {"out_of_scope": 0.95, judgment.ESCALATE: 0.99}
+    assert not signals_from_scores(sure, {}, strict)["out_of_scope"]
 
 
 def test_a_model_adds_signals_and_never_removes_one() -> None:

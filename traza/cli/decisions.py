@@ -193,12 +193,16 @@ def explain(
         fail(str(exc))
     result = classify_turn([text], policy=policy, model=model)
     heads = {}
-    for head in judgment.SIGNALS:
+    stacked = judgment.ESCALATE in result.scores
+    for head in (judgment.ESCALATE, *judgment.SIGNALS) if stacked else judgment.SIGNALS:
         threshold = policy.opt_out.act if head == "opt_out" else policy.threshold(head)
         heads[head] = {
             "score": result.scores.get(head),
             "threshold": threshold,
-            "fires": (result.scores.get(head) or 0) >= threshold,
+            # an escalation head names a reason only when `escalate` says a person is needed
+            "fires": getattr(result, head)
+            if head in judgment.ESCALATION
+            else (result.scores.get(head) or 0) >= threshold,
             "features": model.explain(text, head, top) if result.scores else [],
         }
     best_intent = result.intent if result.intent in model.intents else None
@@ -224,7 +228,11 @@ def explain(
     for head, h in heads.items():
         mark = "FIRES" if h["fires"] else "     "
         score = "—" if h["score"] is None else f"{h['score']:.3f}"
-        feats = ", ".join(f"{n[2:]!r} {w:+.2f}" for n, w in h["features"] if abs(w) > 0.01)
+        feats = ", ".join(
+            f"{n[2:]!r} {w:+.2f}" if n[:2] in ("c:", "w:") else f"{n} {w:+.2f}"
+            for n, w in h["features"]
+            if abs(w) > 0.01
+        )
         typer.echo(f"  {head:16} {score:>6} / {h['threshold']:.2f} {mark}  {feats}")
     top_intents = sorted(result.intent_scores.items(), key=lambda kv: -kv[1])[:4]
     intents = ", ".join(f"{k} {v:.2f}" for k, v in top_intents)
@@ -233,7 +241,10 @@ def explain(
     if result.opt_out_mode:
         verdict.append(f"opt-out: {result.opt_out_mode}")
     if result.uncertain:
-        verdict.append("uncertain (no head decisive): goes to a human by default")
+        verdict.append(
+            "uncertain (escalate says a person is needed, no reason decisive):"
+            " goes to a human by default"
+        )
     fired = [h for h in judgment.ESCALATION if getattr(result, h)]
     if fired:
         verdict.append(f"escalates: {', '.join(fired)}")

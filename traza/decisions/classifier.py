@@ -2,7 +2,8 @@
 
 The model (`traza.decisions.judgment`) gives every head a calibrated probability; the
 rules' `judgment` policy turns them into signals (thresholds), an opt-out that acts or
-only asks, and an `uncertain` verdict when no head is decisive. Exact button payloads and
+only asks, and an `uncertain` verdict when the stacked `escalate` head says a person is
+needed but no single reason is decisive. Exact button payloads and
 whole-message keywords (`prompts/judgment.yaml`) are fast paths that skip the model.
 """
 
@@ -19,7 +20,9 @@ from traza.decisions.textmodel import NO_INTENT, TextModel, fold
 from traza.rules.schema import JudgmentPolicy
 
 OptOut = Literal["act", "ask"]
-OPT_IN_DOUBT = 0.1
+OPT_IN_DOUBT = 0.3
+ANGRY_OPT_OUT = 0.95
+"""An `opt_out` score from which frustration alone does not stop an opt-out from acting."""
 """An `opt_in` score from which an opt-out is not clear enough to act on (it asks)."""
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document"})
 KIND_INTENTS = {
@@ -74,14 +77,33 @@ def _folded(words: tuple[str, ...]) -> dict[str, str]:
 _SPELLED = re.compile(r"(?<!\w)(?:\w ){2,}\w(?!\w)")
 
 
-def _stop_cue(folded: str, words: list[str]) -> bool:
+def _names_channel(folded: str, keywords: dict[str, Any]) -> bool:
+    """Whether the text names messages or contact (writing, calling, lists, offers)."""
+    return bool(entities.word_pattern(tuple(keywords["opt_out_channels"])).search(folded))
+
+
+def _stop_cue(folded: str, keywords: dict[str, Any]) -> bool:
     """Whether the text says "stop" in some form (a condition for acting, never a trigger).
 
-    Punctuation is dropped and letters spelled one by one ("S T O P") are joined first.
+    A stop verb, or a negation shortly before a word for messages or contact. Punctuation
+    is dropped and letters spelled one by one ("S T O P") are joined first.
     """
     plain = re.sub(r"[^\w\s]", " ", folded.replace("'", ""))
     plain = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), " ".join(plain.split()))
-    return bool(entities.word_pattern(tuple(words)).search(plain))
+    if entities.word_pattern(tuple(keywords["opt_out_cues"])).search(plain):
+        return True
+    pattern = _negated_channel(
+        tuple(keywords["opt_out_negations"]), tuple(keywords["opt_out_channels"])
+    )
+    return bool(pattern.search(plain))
+
+
+@lru_cache(maxsize=4)
+def _negated_channel(negations: tuple[str, ...], channels: tuple[str, ...]) -> re.Pattern[str]:
+    """A negation followed, within four words, by a word for messages or contact."""
+    negation = entities.word_pattern(negations).pattern
+    channel = entities.word_pattern(channels).pattern
+    return re.compile(rf"(?:{negation})(?:\s+\w+){{0,4}}?\s+(?:{channel})")
 
 
 def _clear_opt_out(
@@ -91,17 +113,22 @@ def _clear_opt_out(
 
     It must say "stop" in some form; and nothing in it may pull the other way: no
     ambiguity or coming-back head at its threshold, no escalation head firing (a complaint
-    or a question that uses stop words: "STOP CHANGING THE DATE"), no question mark and no
+    or a question that uses stop words: "STOP CHANGING THE DATE") — frustration excepted
+    when the opt-out is all but certain and about the messages — no question mark and no
     contrast word ("puse STOP pero fue mi hermano"). Each of these only turns acting into
     asking — the candidate who meant it answers one button.
     """
-    if not _stop_cue(folded, keywords["opt_out_cues"]):
+    if not _stop_cue(folded, keywords):
         return False
     if scores.get("unclear_opt_out", 0.0) >= policy.threshold("unclear_opt_out"):
         return False
     if scores.get("opt_in", 0.0) >= OPT_IN_DOUBT:
         return False
-    if any(scores.get(h, 0.0) >= policy.threshold(h) for h in judgment.ESCALATION):
+    lit = [h for h in judgment.ESCALATION if scores.get(h, 0.0) >= policy.threshold(h)]
+    # An angry opt-out is still one ("no me escriban más" lights frustration too) when the
+    # model is all but certain and the message is about the messages themselves.
+    angry = lit == ["frustration"] and scores.get("opt_out", 0.0) >= ANGRY_OPT_OUT
+    if lit and not (angry and _names_channel(folded, keywords)):
         return False
     if "?" in folded:
         return False
@@ -121,8 +148,18 @@ def signals_from_scores(
     intent_scores: dict[str, float],
     policy: JudgmentPolicy,
 ) -> dict[str, Any]:
-    """The decision signals a policy reads off the heads' scores (one home for the rule)."""
-    fired = {h: scores.get(h, 0.0) >= policy.threshold(h) for h in judgment.ESCALATION}
+    """The decision signals a policy reads off the heads' scores (one home for the rule).
+
+    Whether a person is needed is the stacked `escalate` head's call (at its threshold);
+    which reasons fire is each escalation head's (at its own). A turn that needs a person
+    with no reason decisive is `uncertain`. A model without a stacked head (an old
+    artefact) lets each head decide alone.
+    """
+    escalate = scores.get(judgment.ESCALATE)
+    needs_human = escalate is None or escalate >= policy.threshold(judgment.ESCALATE)
+    fired = {
+        h: needs_human and scores.get(h, 0.0) >= policy.threshold(h) for h in judgment.ESCALATION
+    }
     opt_out_score = scores.get("opt_out", 0.0)
     opt_out_mode: OptOut | None = None
     if opt_out_score >= policy.opt_out.act:
@@ -147,16 +184,11 @@ def signals_from_scores(
     if fired["negotiation"]:
         intent = "salary"
     decisive = any(fired.values()) or opt_out_mode is not None or opt_in
-    hesitant = any(
-        policy.uncertain_from <= scores.get(h, 0.0) < policy.threshold(h)
-        for h in judgment.ESCALATION
-    )
-    # A head close to its threshold makes the turn uncertain, unless the intent is clear.
-    sure_intent = intent != "unknown" and intent_scores.get(intent, 0.0) >= policy.sure_intent
-    uncertain = not decisive and hesitant and not sure_intent
-    if decisive:
+    uncertain = escalate is not None and needs_human and not decisive
+    if decisive or uncertain:
         confidence = max(
             [scores.get(h, 0.0) for h, on in fired.items() if on]
+            + ([escalate] if uncertain and escalate is not None else [])
             + ([opt_out_score] if opt_out_mode else [])
             + ([scores.get("opt_in", 0.0)] if opt_in else [])
         )
@@ -241,6 +273,8 @@ def classify_turn(
     assert scored is not None  # a non-empty text was scored above
     scores, intent_scores = scored.heads, scored.intents
     s = signals_from_scores(scores, intent_scores, policy)
+    if "order" in kinds:  # an order with a note is still an order: a person handles it
+        s["out_of_scope"], s["uncertain"] = True, False
     if s["opt_out_mode"] == "act" and not _clear_opt_out(folded, scores, keywords, policy):
         s["opt_out_mode"] = "ask"  # precision first: anything short of clear only asks
     return Classification(

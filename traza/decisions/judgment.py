@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 ESCALATION = ("wants_human", "negotiation", "frustration", "out_of_scope")
 """Heads that send a turn to a human when they fire."""
-SIGNALS = HEADS
-"""Every binary head, in the order they are reported (named once, in the rules schema)."""
+ESCALATE = "escalate"
+"""The stacked head: how likely this turn needs a human, read off all the other heads."""
+SIGNALS = tuple(h for h in HEADS if h != ESCALATE)
+"""Every labelled binary head, in the order they are reported (named in the rules schema)."""
 INTENT_LABELS = (
     "greeting",
     "thanks",
@@ -42,7 +44,14 @@ INTENT_LABELS = (
 LABELS = (*SIGNALS, *INTENT_LABELS)
 VARIETIES = ("es-MX", "es-AR", "es-ES", "es-CO", "en", "pt-BR", "es-en")
 DATA_DIR = Path(__file__).resolve().parent / "data" / "judgment"
-PARAMS = Params(heads=SIGNALS, intents=INTENT_LABELS, languages=True, c=16.0, min_df=1)
+PARAMS = Params(
+    heads=SIGNALS,
+    intents=INTENT_LABELS,
+    stack=(ESCALATE, ESCALATION),
+    languages=True,
+    c=16.0,
+    min_df=1,
+)
 CHECK_EVERY_SECONDS = 2.0
 NAME = "judgment"
 

@@ -8,10 +8,20 @@ milliseconds.
 
 The model: TF-IDF over accent- and case-folded text (`char_wb` 2-5-grams plus word 1-2-grams),
 one logistic regression per binary head, calibrated by Platt scaling on out-of-fold scores
-(`cross_val_predict`), and one multinomial regression for the intent. At run time every
-head is one column of a single weight matrix, so scoring a message is one sparse product.
+(`cross_val_predict`, folds grouped by family so a score is what unseen text gets), and one
+multinomial regression for the intent. At run time every head is one column of a single
+weight matrix, so scoring a message is one sparse product.
+
+A model may also have a **stacked** head (judgment's `escalate`): gradient-boosted trees
+(`HistGradientBoostingClassifier`) over the other heads' out-of-fold scores, the intent
+probabilities and a few surface features (length, a question mark, exclamation marks,
+capitals), fitted on the union of some labels. It learns what a linear head cannot: that
+"cuánto dura la capacitación" with a sure `job_info` is calm though `negotiation` is half
+lit, that two half-lit heads together mean a person is needed.
+
 scikit-learn fits the models; what is written by hand here is only the stacking of the
-fitted coefficients for that one-product inference and the explanation of a score.
+fitted coefficients for that one-product inference, the walk of the fitted trees (checked
+against scikit-learn's own prediction at training time) and the explanation of a score.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from scipy import sparse
 
 log = logging.getLogger(__name__)
 
-FORMAT = 6  # bump when the artefact layout or the feature code changes
+FORMAT = 7  # bump when the artefact layout or the feature code changes
 HELD_OUT_BUCKETS = 5  # one family in five is held out
 
 
@@ -191,6 +201,8 @@ class Params:
 
     heads: tuple[str, ...]
     intents: tuple[str, ...] = ()
+    stack: tuple[str, tuple[str, ...]] | None = None
+    """A stacked head: its name and the labels whose union it learns (see the module)."""
     languages: bool = False
     """Also fit a language head (es/en/pt) on each example's `lang`."""
     char_ngrams: tuple[int, int] = (2, 5)
@@ -204,6 +216,7 @@ class Params:
         return {
             "heads": list(self.heads),
             "intents": list(self.intents),
+            "stack": [self.stack[0], list(self.stack[1])] if self.stack else None,
             "languages": self.languages,
             "char_ngrams": list(self.char_ngrams),
             "word_ngrams": list(self.word_ngrams),
@@ -282,6 +295,104 @@ class Features:
         return word_grams(folded, low, high)
 
 
+SURFACE = ("length", "question_mark", "exclamations", "capitals")
+"""Surface features the stacked head reads besides the other heads' scores."""
+
+
+def surface(text: str) -> list[float]:
+    """Length (per 100 characters), a question mark, exclamation marks (per 3), capitals."""
+    letters = sum(c.isalpha() for c in text)
+    capitals = sum(c.isupper() for c in text)
+    return [len(text) / 100, float("?" in text), text.count("!") / 3, capitals / max(1, letters)]
+
+
+@dataclass
+class Forest:
+    """Fitted gradient-boosted trees as plain arrays, one row per tree (padded).
+
+    Written by hand for the same reason as `TextModel._features`: scoring one message
+    must not load scikit-learn. The walk is scikit-learn's (`x <= threshold` goes left;
+    the features here are never missing), vectorised over trees one depth level at a
+    time; `from_sklearn` checks it against `decision_function` on the training rows.
+    """
+
+    feature: np.ndarray  # (trees, nodes) int32
+    threshold: np.ndarray  # (trees, nodes) float64
+    left: np.ndarray  # (trees, nodes) int32
+    right: np.ndarray  # (trees, nodes) int32
+    leaf: np.ndarray  # (trees, nodes) bool
+    value: np.ndarray  # (trees, nodes) float64
+    baseline: float
+    depth: int
+
+    @classmethod
+    def from_sklearn(cls, fitted: Any, check: np.ndarray) -> Forest:
+        """The trees of a fitted binary `HistGradientBoostingClassifier`, checked on `check`."""
+        trees = [predictors[0].nodes for predictors in fitted._predictors]
+        width = max(len(t) for t in trees)
+
+        def pad(field: str, dtype: Any) -> np.ndarray:
+            out = np.zeros((len(trees), width), dtype=dtype)
+            for i, t in enumerate(trees):
+                out[i, : len(t)] = t[field]
+            return out
+
+        leaf = pad("is_leaf", bool)
+        leaf[:, :] |= np.arange(width)[None, :] >= np.array([len(t) for t in trees])[:, None]
+        forest = cls(
+            feature=pad("feature_idx", np.int32),
+            threshold=pad("num_threshold", np.float64),
+            left=pad("left", np.int32),
+            right=pad("right", np.int32),
+            leaf=leaf,
+            value=pad("value", np.float64),
+            baseline=float(np.ravel(fitted._baseline_prediction)[0]),
+            depth=int(max(int(t["depth"].max()) for t in trees)),
+        )
+        expected = fitted.decision_function(check)
+        if not np.allclose(forest.raw(check), expected, atol=1e-6):
+            raise RuntimeError("the hand-written tree walk disagrees with scikit-learn's")
+        return forest
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The forest's raw score (log-odds) of each row of `x`."""
+        rows = np.arange(x.shape[0])[:, None]
+        trees = np.arange(self.feature.shape[0])[None, :]
+        node = np.zeros((x.shape[0], self.feature.shape[0]), dtype=np.int64)
+        for _ in range(self.depth):
+            done = self.leaf[trees, node]
+            if done.all():  # most trees are shallower than the deepest one
+                break
+            go_left = x[rows, self.feature[trees, node]] <= self.threshold[trees, node]
+            step = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            node = np.where(done, node, step)
+        raw: np.ndarray = self.baseline + self.value[trees, node].sum(axis=1)
+        return raw
+
+
+@dataclass
+class Stack:
+    """The stacked head: trees over other heads' scores, intents and surface features."""
+
+    name: str
+    inputs: tuple[str, ...]  # names of the input columns, for `explain`
+    forest: Forest
+    platt: tuple[float, float]  # p = 1 / (1 + exp(a * raw + b)), fitted out of fold
+    neutral: np.ndarray  # the median of each input in training (what `explain` swaps in)
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probability of each row of inputs."""
+        a, b = self.platt
+        p: np.ndarray = 1.0 / (1.0 + np.exp(self.forest.raw(x) * a + b))
+        return p
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-4, 1 - 1e-4)
+    out: np.ndarray = np.log(q / (1 - q))
+    return out
+
+
 @dataclass
 class TextModel:
     """A fitted model: TF-IDF spaces, one weight column per head, calibration, intents.
@@ -302,6 +413,7 @@ class TextModel:
     trained_seconds: float
     label_counts: dict[str, int] = field(default_factory=dict)
     languages: tuple[str, ...] = ()
+    stack: Stack | None = None
     _names: np.ndarray | None = None
     _fast: list[Any] | None = None
 
@@ -366,11 +478,16 @@ class TextModel:
         k = n + len(self.intents)
         a, b = self.platt[:, 0], self.platt[:, 1]
         heads = 1.0 / (1.0 + np.exp(raw[:, :n] * a + b))
+        stacked = None
+        if self.stack is not None:
+            stacked = self.stack.probability(self._stack_inputs(texts, heads, raw[:, n:k]))
         out: list[Scores] = []
         for row in range(raw.shape[0]):
             head_scores = {
                 h: round(float(heads[row, i]), 4) for i, h in enumerate(self.params.heads)
             }
+            if stacked is not None and self.stack is not None:
+                head_scores[self.stack.name] = round(float(stacked[row]), 4)
             out.append(
                 Scores(
                     head_scores,
@@ -379,6 +496,17 @@ class TextModel:
                 )
             )
         return out
+
+    def _stack_inputs(
+        self, texts: Sequence[str], heads: np.ndarray, intent_logits: np.ndarray
+    ) -> np.ndarray:
+        """The stacked head's inputs: head log-odds, intent probabilities, surface features."""
+        if self.intents:
+            shifted = np.exp(intent_logits - intent_logits.max(axis=1, keepdims=True))
+            intents = shifted / shifted.sum(axis=1, keepdims=True)
+        else:
+            intents = np.zeros((len(texts), 0))
+        return stack_inputs(_logit(heads), intents, texts)
 
     def score(self, text: str) -> Scores:
         """Calibrated head probabilities, intent and language probabilities of one text."""
@@ -396,7 +524,13 @@ class TextModel:
         return self._names
 
     def explain(self, text: str, column: str, top: int = 6) -> list[tuple[str, float]]:
-        """The features of `text` that moved `column` (a head or an intent) most, signed."""
+        """The features of `text` that moved `column` (a head or an intent) most, signed.
+
+        For the stacked head, its inputs: how much the score drops (or rises) when each
+        input is replaced by its median in training.
+        """
+        if self.stack is not None and column == self.stack.name:
+            return self._explain_stack(text, top)
         columns = [*self.params.heads, *self.intents]
         index = columns.index(column)
         x = self._features([text]).tocoo()
@@ -406,6 +540,25 @@ class TextModel:
         order = np.argsort(-np.abs(contributions))[:top]
         names = self.feature_names()
         return [(str(names[x.col[i]]), round(float(contributions[i]), 3)) for i in order]
+
+    def _explain_stack(self, text: str, top: int) -> list[tuple[str, float]]:
+        assert self.stack is not None
+        raw = self._raw(self._features([text]))
+        n, k = len(self.params.heads), len(self.params.heads) + len(self.intents)
+        heads = 1.0 / (1.0 + np.exp(raw[:, :n] * self.platt[:, 0] + self.platt[:, 1]))
+        x = self._stack_inputs([text], heads, raw[:, n:k])
+        swapped = np.repeat(x, x.shape[1], axis=0)
+        np.fill_diagonal(swapped, self.stack.neutral)
+        base = float(self.stack.probability(x)[0])
+        deltas = base - self.stack.probability(swapped)
+        order = np.argsort(-np.abs(deltas))[:top]
+        return [(self.stack.inputs[i], round(float(deltas[i]), 3)) for i in order]
+
+
+def stack_inputs(head_logits: np.ndarray, intents: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """Rows of the stacked head's inputs (one home for their order, at training and scoring)."""
+    extra = np.array([surface(t) for t in texts], dtype=np.float64).reshape(len(texts), -1)
+    return np.hstack([head_logits, intents, extra]).astype(np.float64)
 
 
 def _vectorizers(params: Params) -> tuple[Any, Any]:
@@ -446,6 +599,8 @@ def train(examples: Sequence[Example], params: Params, *, name: str, version: st
     biases: list[float] = []
     platt: list[tuple[float, float]] = []
     counts = Counter(label for e in examples for label in e.labels)
+    grouped = _grouped_folds(examples, params) if params.stack else None
+    stack_logits: list[np.ndarray] = []
     for head in params.heads:
         y = np.array([head in e.labels for e in examples], dtype=int)
         if y.sum() < 3 or y.sum() > len(y) - 3:
@@ -461,11 +616,17 @@ def train(examples: Sequence[Example], params: Params, *, name: str, version: st
         biases.append(float(model.intercept_[0]))
         # sklearn's p = 1/(1+exp(-(w f + c))); store as a, b of p = 1/(1+exp(a f + b))
         platt.append((-float(calibrator.coef_[0][0]), -float(calibrator.intercept_[0])))
+        if grouped is not None:  # what this head says of families it never saw, calibrated
+            unseen = cross_val_predict(model, x, y, cv=grouped, method="decision_function")
+            stack_logits.append(_logit(calibrator.predict_proba(unseen.reshape(-1, 1))[:, 1]))
     intents: tuple[str, ...] = ()
+    intent_probs = np.zeros((len(examples), 0))
     if params.intents:
         allowed = set(params.intents)
         y_intent = [next((lbl for lbl in e.labels if lbl in allowed), NO_INTENT) for e in examples]
         multi = LogisticRegression(C=params.c, max_iter=3000, class_weight="balanced")
+        if grouped is not None:
+            intent_probs = cross_val_predict(multi, x, y_intent, cv=grouped, method="predict_proba")
         multi.fit(x, y_intent)
         intents = tuple(str(c) for c in multi.classes_)
         for i in range(len(intents)):
@@ -479,6 +640,11 @@ def train(examples: Sequence[Example], params: Params, *, name: str, version: st
         for i in range(len(languages)):
             columns.append(by_lang.coef_[i].astype(np.float32))
             biases.append(float(by_lang.intercept_[i]))
+    stack = None
+    if params.stack is not None and grouped is not None:
+        logits = np.column_stack(stack_logits)
+        inputs = stack_inputs(logits, intent_probs, [e.text for e in examples])
+        stack = _fit_stack(params, examples, inputs, grouped)
     return TextModel(
         name=name,
         version=version,
@@ -493,6 +659,57 @@ def train(examples: Sequence[Example], params: Params, *, name: str, version: st
         trained_on=len(examples),
         trained_seconds=round(time.perf_counter() - started, 2),
         label_counts=dict(counts),
+        stack=stack,
+    )
+
+
+def _grouped_folds(examples: Sequence[Example], params: Params) -> list[Any]:
+    """Folds that keep each family on one side (4, or fewer when there are few families)."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold  # noqa: PLC0415
+
+    families = [e.family for e in examples]
+    n = min(4, len(set(families)))
+    if n < 2:  # one family (a test, an operator's single file): rows are all there is
+        rows = StratifiedKFold(n_splits=3, shuffle=True, random_state=params.seed)
+        return list(rows.split(np.zeros(len(examples)), [bool(e.labels) for e in examples]))
+    return list(GroupKFold(n_splits=n).split(np.zeros(len(examples)), groups=families))
+
+
+def _fit_stack(
+    params: Params, examples: Sequence[Example], inputs: np.ndarray, folds: list[Any]
+) -> Stack:
+    """Trees over the heads' out-of-fold scores, calibrated on their own out-of-fold scores."""
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.model_selection import cross_val_predict  # noqa: PLC0415
+
+    assert params.stack is not None
+    name, members = params.stack
+    y = np.array([bool(set(members) & e.labels) for e in examples], dtype=int)
+
+    def trees() -> Any:
+        return HistGradientBoostingClassifier(
+            max_iter=200,
+            learning_rate=0.05,
+            max_leaf_nodes=15,
+            min_samples_leaf=20,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=params.seed,
+        )
+
+    unseen = cross_val_predict(trees(), inputs, y, cv=folds, method="decision_function")
+    calibrator = LogisticRegression(C=1e4, max_iter=1000).fit(unseen.reshape(-1, 1), y)
+    fitted = trees().fit(inputs, y)
+    intents = (
+        [f"intent:{i}" for i in sorted({*params.intents, NO_INTENT})] if params.intents else []
+    )
+    return Stack(
+        name=name,
+        inputs=(*params.heads, *intents, *SURFACE),
+        forest=Forest.from_sklearn(fitted, inputs),
+        platt=(-float(calibrator.coef_[0][0]), -float(calibrator.intercept_[0])),
+        neutral=np.median(inputs, axis=0),
     )
 
 

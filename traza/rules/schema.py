@@ -301,14 +301,11 @@ class JudgmentPolicy(_Strict):
     thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
     """Score at which a head fires; heads not named keep their default."""
     opt_out: OptOutPolicy = OptOutPolicy()
-    uncertain_from: float = Field(default=0.20, ge=0, le=1)
-    """An escalation head between this and its threshold, with no head firing, is `uncertain`."""
     min_intent: float = Field(default=0.30, ge=0, le=1)
     """An intent below this probability is `unknown`."""
-    sure_intent: float = Field(default=0.70, ge=0, le=1)
-    """An intent at or above this probability keeps a hesitant head from `uncertain`."""
     uncertain_to: Literal["human", "bot"] = "human"
-    """Where an uncertain turn goes when no routing rule takes it."""
+    """Where an uncertain turn (`escalate` at its threshold, no reason decisive) goes when
+    no routing rule takes it."""
 
     def threshold(self, head: str) -> float:
         """The head's threshold (configured, else the default)."""
@@ -345,10 +342,14 @@ HEADS = (
     "opt_out",
     "unclear_opt_out",
     "opt_in",
+    "escalate",
 )
-"""The judgment model's heads a rule may name (`traza.decisions.judgment.SIGNALS`)."""
+"""The judgment model's heads a rule may name: the labelled ones
+(`traza.decisions.judgment.SIGNALS`) and `escalate`, the stacked head that decides whether a
+human is needed."""
 
 DEFAULT_THRESHOLDS = {
+    "escalate": 0.25,
     "wants_human": 0.5,
     "negotiation": 0.5,
     "frustration": 0.5,
