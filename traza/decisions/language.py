@@ -22,10 +22,15 @@ def detector() -> LanguageDetector:
     """The detector, built once with its three language models loaded up front.
 
     Loading them lazily would put a 0.3-second pause on the first message in each
-    language; the memory is the same once all three have been seen.
+    language. Low-accuracy mode (trigrams only) takes 7 MB instead of 88: next to the
+    judgment model's own language head it reads 99.7 % of the held-out messages right,
+    against 99.8 % in high-accuracy mode — two messages in 1,840.
     """
     return (
-        LanguageDetectorBuilder.from_languages(*SUPPORTED).with_preloaded_language_models().build()
+        LanguageDetectorBuilder.from_languages(*SUPPORTED)
+        .with_preloaded_language_models()
+        .with_low_accuracy_mode()
+        .build()
     )
 
 
