@@ -94,12 +94,18 @@ def uvicorn_process(app: str, env: dict[str, str]):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        # A first start on a fresh TRAZA_HOME trains the judgment and reply models (about a
+        # minute on two cores) before the app serves.
+        for _ in range(3000):
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvicorn {app} exited with {proc.returncode}")
             try:
                 httpx.get(url + "/docs", timeout=1)
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
+        else:
+            raise RuntimeError(f"uvicorn {app} did not answer on {url} within 300 s")
         yield url
     finally:
         proc.terminate()
