@@ -24,7 +24,17 @@ from tests.support import (
     traza_cli,
     wa_payload,
 )
-from tests.support.recruiting import CANDIDATE, VACANCY, WA, agent_config, at, event, followups
+from tests.support.recruiting import (
+    CANDIDATE,
+    VACANCY,
+    WA,
+    agent_config,
+    at,
+    candidate_sends,
+    event,
+    followups,
+    sent_bodies,
+)
 from traza.clock import FrozenClock
 from traza.recruiting.agents import active_agents, load_agents
 from traza.rules.loader import RulesError
@@ -43,21 +53,8 @@ async def apply_for_job(client: httpx.AsyncClient, frozen: FrozenClock) -> None:
     )
 
 
-def sent_bodies(graph_api: GraphAPI) -> list[dict[str, Any]]:
-    return [r["body"] for r in graph_api.requests if "to" in r["body"]]  # not read receipts
-
-
 async def button(client: httpx.AsyncClient, payload: str, title: str) -> None:
-    message = {
-        "from": WA,
-        "id": f"wamid.{uuid.uuid4().hex}",
-        "timestamp": str(int(time.time())),
-        "type": "button",
-        "button": {"payload": payload, "text": title},
-    }
-    response = await post_webhook(client, wa_payload(messages=[message]))
-    assert response.status_code == 200
-    await drain()
+    await candidate_sends(client, "button", {"payload": payload, "text": title})
 
 
 async def test_the_seed_flow_day_1_to_7(

@@ -3,22 +3,24 @@ rules say so (`reactions.confirm_interview`), and only a positive one does."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes.servers import GraphAPI
-from tests.support import drain, fire_timers, post_webhook, wa_payload
-from tests.support.recruiting import CANDIDATE, VACANCY, WA, agent_config, at, event
+from tests.support import fire_timers
+from tests.support.recruiting import (
+    CANDIDATE,
+    VACANCY,
+    agent_config,
+    at,
+    candidate_sends,
+    event,
+    sent_bodies,
+)
 from traza.clock import FrozenClock
 from traza.rules import active
-
-
-def sent_bodies(graph_api: GraphAPI) -> list[dict[str, Any]]:
-    return [r["body"] for r in graph_api.requests if "to" in r["body"]]
 
 
 async def ask_to_confirm(
@@ -59,16 +61,7 @@ async def ask_to_confirm(
 
 
 async def react(client: httpx.AsyncClient, wamid: str, emoji: str) -> None:
-    message = {
-        "from": WA,
-        "id": f"wamid.{uuid.uuid4().hex}",
-        "timestamp": str(int(time.time())),
-        "type": "reaction",
-        "reaction": {"message_id": wamid, "emoji": emoji},
-    }
-    response = await post_webhook(client, wa_payload(messages=[message]))
-    assert response.status_code == 200
-    await drain()
+    await candidate_sends(client, "reaction", {"message_id": wamid, "emoji": emoji})
 
 
 ON = "reactions: {confirm_interview: true}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,9 @@ from tests.support import (
     ADMIN,
     PHONE_NUMBER_ID,
     configure,
+    drain,
+    post_webhook,
+    wa_payload,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +87,22 @@ def followups(db: Any) -> list[dict[str, Any]]:
     return db.execute(
         "SELECT id, trigger, status, reason, due_at, fired_at FROM followups ORDER BY id"
     ).fetchall()
+
+
+def sent_bodies(graph_api: Any) -> list[dict[str, Any]]:
+    """What the fake Graph API was asked to send (not read receipts)."""
+    return [r["body"] for r in graph_api.requests if "to" in r["body"]]
+
+
+async def candidate_sends(client: httpx.AsyncClient, kind: str, body: dict[str, Any]) -> None:
+    """The candidate's WhatsApp sends one message of `kind` (`button`, `reaction`…); drained."""
+    message = {
+        "from": WA,
+        "id": f"wamid.{uuid.uuid4().hex}",
+        "timestamp": str(int(time.time())),
+        "type": kind,
+        kind: body,
+    }
+    response = await post_webhook(client, wa_payload(messages=[message]))
+    assert response.status_code == 200
+    await drain()

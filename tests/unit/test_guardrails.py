@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import prompts
-from traza.decisions import guardrails
+from traza.decisions import entities, guardrails
 from traza.decisions.guardrails import People, PolicyError, check, check_reply, parse_policy
 from traza.settings import get_settings
 
@@ -174,8 +174,6 @@ def test_the_operator_extends_the_allow_list(
 
 
 def _entity_categories(text: str) -> set[str]:
-    from traza.decisions import entities  # noqa: PLC0415
-
     return {f.category for f in entities.find(text, guardrails.policy().vocabulary())}
 
 
